@@ -1,0 +1,235 @@
+"""The ``dmlopt`` command line.
+
+Heavy imports (torch, Lightning) happen inside the commands that train, so ``check``,
+``losses`` and every error message stay quick. Bad input prints one ``error: ...`` line and
+exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dmlopt.errors import DmloptError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from dmlopt.study.final import FinalStage
+    from dmlopt.study.storage import ScoreBook
+
+
+def _out_dir(args: argparse.Namespace, study: str) -> Path:
+    return Path(args.out) if args.out else Path("runs") / study
+
+
+def _open(
+    args: argparse.Namespace, study: str, file_storage: str | None
+) -> tuple[Path, optuna.storages.RDBStorage, ScoreBook]:
+    """(output folder, Optuna storage, score book) for a command."""
+    from dmlopt.study.storage import ScoreBook, open_storage, storage_url
+
+    out = _out_dir(args, study)
+    url = storage_url(args.storage, file_storage, out)
+    return out, open_storage(url), ScoreBook(url)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from dmlopt.config import dump_study, load_study
+    from dmlopt.data import open_dataset
+    from dmlopt.data.splits import paper_split
+    from dmlopt.study.cross_validation import search_folds
+    from dmlopt.study.storage import redact, storage_url
+
+    config = load_study(args.study)
+    dataset = open_dataset(config.dataset)
+    folds = search_folds(config, dataset)
+    trainval, test = paper_split(dataset.num_classes)
+    print(dump_study(config.model_copy(update={"storage": None})), end="")
+    print(f"# storage: {redact(storage_url(None, config.storage, _out_dir(args, config.study)))}")
+    print(
+        f"# dataset: {len(dataset)} samples, {dataset.num_classes} classes, "
+        f"input {tuple(dataset.input_shape)}"
+    )
+    print(
+        f"# split: {len(trainval)} train/val classes (search), "
+        f"{len(test)} test classes (final only)"
+    )
+    for i, (train, val) in enumerate(folds):
+        print(f"# fold {i}: train {len(train)} classes, val {len(val)} classes {_ranges(val)}")
+    for loss in config.losses:
+        space = config.loss_space(loss)
+        print(f"# {loss}: " + ", ".join(f"{k} {v}" for k, v in space.items()))
+    return 0
+
+
+def _ranges(ids: Sequence[int]) -> str:
+    """``[75-99]`` or ``[0-3, 10-12]``: class ids as contiguous runs."""
+    runs: list[list[int]] = []
+    for i in sorted(ids):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return "[" + ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in runs) + "]"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dmlopt.config import load_study
+    from dmlopt.data import open_dataset
+    from dmlopt.study.cross_validation import search_folds
+    from dmlopt.study.final import FinalStage
+    from dmlopt.study.runner import search
+
+    config = load_study(args.study)
+    dataset = open_dataset(config.dataset)
+    search_folds(config, dataset)  # an impossible split fails before anything is stored
+    out, storage, book = _open(args, config.study, config.storage)
+    final = None if args.no_final else FinalStage(config, storage, book)
+    if final is not None:
+        final.check_not_scored(args.rescore)
+    seed = config.search.seed if args.command == "run" else None  # extra workers must differ
+    search(config, storage, dataset, seed=seed, on_loss_done=lambda loss, s: _export_to(out, s))
+    if final is not None:
+        _finish(final, out, rescore=args.rescore)
+    return 0
+
+
+def cmd_final(args: argparse.Namespace) -> int:
+    from dmlopt.config import load_study
+    from dmlopt.study.final import FinalStage
+
+    config = load_study(args.study)
+    out, storage, book = _open(args, config.study, config.storage)
+    _finish(FinalStage(config, storage, book), out, rescore=args.rescore)
+    return 0
+
+
+def _finish(final: FinalStage, out: Path, *, rescore: bool) -> None:
+    from dmlopt.report.table import format_table
+    from dmlopt.study.final import write_final_json
+
+    results = final.run(rescore=rescore)
+    write_final_json(results, out / "final.json")
+    print(format_table(results))
+    print(f"\nresults: {out / 'final.json'}")
+
+
+def _export_to(out: Path, study: optuna.Study) -> None:
+    from dmlopt.config import dump_study
+    from dmlopt.study.export import export_best
+
+    config = export_best(study)
+    assert config.exported_from is not None
+    path = out / "best" / f"{config.exported_from.loss}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_study(config))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import optuna
+
+    from dmlopt.config import dump_study
+    from dmlopt.study.export import export_best
+    from dmlopt.study.storage import open_storage, redact, storage_url
+
+    study_part, _, loss = args.name.partition("/")
+    if not loss:
+        raise DmloptError(f"expected <study>/<loss>, got {args.name!r}")
+    url = storage_url(args.storage, None, _out_dir(args, study_part))
+    storage = open_storage(url)
+    try:
+        study = optuna.load_study(study_name=args.name, storage=storage)
+    except KeyError:
+        raise DmloptError(f"no study {args.name!r} in {redact(url)}") from None
+    text = dump_study(export_best(study))
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_losses(args: argparse.Namespace) -> int:
+    from dmlopt import losses
+
+    keys = losses.names(args.pattern)
+    if not keys:
+        raise DmloptError(f"no loss matches {args.pattern!r} (known: {', '.join(losses.names())})")
+    for key in keys:
+        spec = losses.get(key)
+        extra = f" + {spec.miner_class}" if spec.miner_class else ""
+        print(f"{key}  ({spec.loss_class}{extra}): {spec.summary}")
+        for name, param in spec.search_space().items():
+            print(f"    {name:24s} {param}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dmlopt",
+        description="Fair deep metric learning comparisons: class-disjoint cross-validated "
+        "search on train/val classes, one scoring of the held-out test set.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler, help: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    def storage_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--storage",
+            help="database URL (default: DMLOPT_STORAGE, the study "
+            "file's storage, or sqlite in the output folder)",
+        )
+        p.add_argument("--out", help="output folder (default: runs/<study>)")
+
+    p = add("run", cmd_run, "search every loss, then score the test set once, then print the table")
+    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--no-final", action="store_true", help="stop after the search")
+    p.add_argument("--rescore", action="store_true", help="score the test set again (recorded)")
+    storage_options(p)
+
+    p = add("worker", cmd_run, "join a distributed search as one more worker (no final stage)")
+    p.add_argument("study", help="study file (YAML)")
+    p.set_defaults(no_final=True, rescore=False)
+    storage_options(p)
+
+    p = add("final", cmd_final, "retrain the best config of each loss and score the test set once")
+    p.add_argument("study", help="study file (YAML), or an exported best config")
+    p.add_argument("--rescore", action="store_true", help="score the test set again (recorded)")
+    storage_options(p)
+
+    p = add("check", cmd_check, "validate a study file; print the resolved config and the folds")
+    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--out", help=argparse.SUPPRESS)
+
+    p = add("export", cmd_export, "write the best config of <study>/<loss> as a study file")
+    p.add_argument("name", help="<study>/<loss>")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    storage_options(p)
+
+    p = add("losses", cmd_losses, "list the registered losses and their search spaces")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'multi*'")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except DmloptError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Precomputed features ``X`` (n, d) and labels ``y`` (n,) in a ``.npz`` file.
+
+``X`` is memory-mapped, so only the rows that are read are ever loaded: the search reads
+train/val rows, never a test-class row. That needs an uncompressed archive (``numpy.savez``).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dmlopt.config import NpzData
+from dmlopt.data.base import MetricDataset, encode_labels
+from dmlopt.errors import DmloptError
+
+_LOCAL_HEADER_SIZE = 30  # fixed part of a zip local file header
+
+
+def memmap_member(path: Path, name: str) -> np.ndarray:
+    """A read-only memory map of the array ``name`` stored uncompressed in ``path``."""
+    with zipfile.ZipFile(path) as archive:
+        try:
+            info = archive.getinfo(f"{name}.npy")
+        except KeyError:
+            raise DmloptError(f"{path} has no array {name!r}") from None
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise DmloptError(
+                f"{path} is compressed: save it with numpy.savez (not savez_compressed) so "
+                "features can be read row by row"
+            )
+    with path.open("rb") as f:
+        f.seek(info.header_offset)
+        header = f.read(_LOCAL_HEADER_SIZE)
+        name_len = int.from_bytes(header[26:28], "little")
+        extra_len = int.from_bytes(header[28:30], "little")
+        f.seek(info.header_offset + _LOCAL_HEADER_SIZE + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    return np.memmap(
+        path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
+    )
+
+
+class NpzDataset(MetricDataset):
+    def __init__(self, config: NpzData) -> None:
+        if not config.path.is_file():
+            raise DmloptError(f"features file not found: {config.path}")
+        try:
+            self.features = memmap_member(config.path, "X")
+            y = np.asarray(memmap_member(config.path, "y"))
+        except (zipfile.BadZipFile, ValueError) as e:
+            raise DmloptError(f"cannot read {config.path} as .npz: {e}") from None
+        if self.features.ndim != 2 or y.shape != (len(self.features),):
+            raise DmloptError(
+                f"{config.path}: expected X (n, d) and y (n,), "
+                f"got {self.features.shape} and {y.shape}"
+            )
+        self.labels, self.class_names = encode_labels(y.tolist())
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.features.shape[1],)
+
+    def read(self, index: int, *, train: bool) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.features[index], dtype=np.float32))

@@ -1,0 +1,17 @@
+"""Metric-learning methods, one module each, collected in a registry.
+
+Importing this package registers every method, in the paper's order; see
+:mod:`dmlopt.losses.registry`.
+"""
+
+import importlib
+
+from dmlopt.losses.registry import LossSpec, get, names, register
+
+#: One module per method, in the order of the paper's tables.
+METHODS = ("contrastive", "triplet", "multi_similarity")
+
+for _module in METHODS:
+    importlib.import_module(f"dmlopt.losses.{_module}")
+
+__all__ = ["METHODS", "LossSpec", "get", "names", "register"]

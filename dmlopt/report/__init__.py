@@ -1,0 +1,1 @@
+"""Reports: reading results (never writing them) and presenting them."""

@@ -1,0 +1,209 @@
+"""The final stage: retrain the best config, score the held-out test set once, record it.
+
+This is the only module that asks for the test classes. Every fold model of every rerun embeds
+the test set; "separated" averages the metrics of the fold models (each 128-d in the paper),
+"concatenated" L2-normalises each fold model's embeddings, concatenates them and normalises
+again. Both are summarised over reruns as mean and 95% Student-t interval.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from scipy import stats
+
+from dmlopt.config import StudyConfig
+from dmlopt.data import open_dataset
+from dmlopt.data.base import MetricDataset, Samples
+from dmlopt.data.splits import Fold, paper_split
+from dmlopt.metrics import retrieval_scores
+from dmlopt.search_space import Value, fix
+from dmlopt.seeding import derive_seed
+from dmlopt.study.cross_validation import search_folds
+from dmlopt.study.export import best_params
+from dmlopt.study.progress import Progress
+from dmlopt.study.runner import open_study
+from dmlopt.study.storage import AlreadyScored, ScoreBook
+
+FINAL_STREAM = 1  # seeds of final reruns, apart from the search's
+METRICS = ("map_at_r", "r_precision", "precision_at_1")
+
+
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and 95% Student-t interval over reruns; one rerun has no spread, so its interval is
+    the mean itself."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        low = high = mean
+    else:
+        sem = statistics.stdev(values) / len(values) ** 0.5
+        low, high = (
+            stats.t.interval(0.95, len(values) - 1, loc=mean, scale=sem) if sem else (mean, mean)
+        )
+    return {"mean": mean, "ci95": [float(low), float(high)], "values": list(values)}
+
+
+def score_embeddings(
+    per_fold: Sequence[np.ndarray], labels: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """Separated and concatenated scores of one rerun's fold models on the test set."""
+    separated = [retrieval_scores(e, labels) for e in per_fold]
+    concatenated = np.concatenate(per_fold, axis=1)
+    concatenated /= np.linalg.norm(concatenated, axis=1, keepdims=True).clip(min=1e-12)
+    return {
+        "separated": {m: statistics.fmean(s[m] for s in separated) for m in METRICS},
+        "concatenated": retrieval_scores(concatenated, labels),
+    }
+
+
+def summarize_runs(runs: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, Any]:
+    return {
+        kind: {m: summarize([r[kind][m] for r in runs]) for m in METRICS}
+        for kind in ("separated", "concatenated")
+    }
+
+
+class FinalStage:
+    """Retrains and scores each loss of a study; refuses a second scoring unless ``rescore``."""
+
+    def __init__(
+        self, config: StudyConfig, storage: optuna.storages.BaseStorage, book: ScoreBook
+    ) -> None:
+        self.config = config
+        self.storage = storage
+        self.book = book
+
+    def check_not_scored(self, rescore: bool) -> None:
+        """Refuse before any work (and before the test set is opened) if already scored."""
+        scored = [
+            self.config.study_name(loss)
+            for loss in self.config.losses
+            if self.book.latest(self.config.study_name(loss)) is not None
+        ]
+        if scored and not rescore:
+            raise AlreadyScored(
+                f"the test set of {', '.join(scored)} was already scored; "
+                "pass --rescore to score it again (it is recorded as a rescore)"
+            )
+
+    def config_for(self, loss: str) -> tuple[dict[str, Value], float]:
+        """The parameters to retrain and the val MAP@R that chose them."""
+        exported = self.config.exported_from
+        if exported is not None:
+            return fix(self.config.loss_space(loss), {}), exported.val_map_at_r
+        study = open_study(self.config, loss, self.storage, seed=None)
+        params, trial = best_params(self.config, loss, study)
+        assert trial.value is not None
+        return params, trial.value
+
+    def run(self, *, rescore: bool = False) -> dict[str, Any]:
+        self.check_not_scored(rescore)
+        chosen = {
+            loss: self.config_for(loss) for loss in self.config.losses
+        }  # fail before training
+        dataset = open_dataset(self.config.dataset)
+        folds = search_folds(self.config, dataset)
+        _, test_classes = paper_split(dataset.num_classes)
+        test = dataset.view(test_classes, train=False)
+        first_loss, (first_params, _) = next(iter(chosen.items()))
+        untrained = summarize_runs(
+            [
+                self._untrained_run(first_loss, first_params, dataset, folds, test, r)
+                for r in range(self.config.final.runs)
+            ]
+        )
+        for loss, (params, val) in chosen.items():
+            progress = Progress(f"final {loss}", self.config.final.runs * len(folds))
+            runs = [
+                self._trained_run(loss, params, dataset, folds, test, r, progress)
+                for r in range(self.config.final.runs)
+            ]
+            progress.close()
+            entry = {
+                "val_map_at_r": val,
+                "runs": len(runs),
+                "rescored": False,
+                "test": summarize_runs(runs),
+                "untrained": untrained,
+                "params": params,
+            }
+            self.book.record(self.config.study_name(loss), entry, rescore=rescore)
+        return self.results()
+
+    def results(self) -> dict[str, Any]:
+        """``final.json``: every loss of the study with a recorded score, newest scoring."""
+        out = {}
+        for loss in self.config.losses:
+            latest = self.book.latest(self.config.study_name(loss))
+            if latest is not None:
+                attempt, entry = latest
+                out[loss] = {**entry, "rescored": attempt > 0}
+        return out
+
+    def _seed(self, run: int, fold: int) -> int:
+        return derive_seed(self.config.search.seed, FINAL_STREAM, run, fold)
+
+    def _trained_run(
+        self,
+        loss: str,
+        params: Mapping[str, Value],
+        dataset: MetricDataset,
+        folds: Sequence[Fold],
+        test: Samples,
+        run: int,
+        progress: Progress,
+    ) -> dict[str, dict[str, float]]:
+        from dmlopt.study.fold import embed, train_fold
+
+        embeddings = []
+        for i, (train_classes, val_classes) in enumerate(folds):
+            progress.at(f"run {run + 1} fold {i + 1}/{len(folds)}")
+            result = train_fold(
+                self.config,
+                loss,
+                params,
+                dataset,
+                train_classes,
+                val_classes,
+                seed=self._seed(run, i),
+                listener=progress.epoch,
+            )
+            embeddings.append(embed(result.module, test, self.config))
+            progress.advance()
+        return score_embeddings(embeddings, test.labels)
+
+    def _untrained_run(
+        self,
+        loss: str,
+        params: Mapping[str, Value],
+        dataset: MetricDataset,
+        folds: Sequence[Fold],
+        test: Samples,
+        run: int,
+    ) -> dict[str, dict[str, float]]:
+        """The fold models before training: same seeds, so the same initial trunk and embedder
+        whatever the loss (the loss is built after them and never touches the embeddings)."""
+        import lightning.pytorch as pl
+
+        from dmlopt.study.fold import build_module, embed
+
+        embeddings = []
+        for i, (train_classes, _) in enumerate(folds):
+            pl.seed_everything(self._seed(run, i), verbose=False)
+            module = build_module(self.config, loss, params, dataset, len(train_classes))
+            embeddings.append(embed(module, test, self.config))
+        return score_embeddings(embeddings, test.labels)
+
+
+def write_final_json(results: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+__all__ = ["FinalStage", "summarize", "write_final_json"]

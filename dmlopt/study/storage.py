@@ -1,0 +1,130 @@
+"""Where studies live: the Optuna storage, and dmlopt's own table of test scores beside it.
+
+The test set is scored once per study and loss. That is a database fact, not a convention: the
+``dmlopt_test_scores`` table has a unique ``(study_name, attempt)`` constraint, a first scoring
+is attempt 0, and only an explicit rescore inserts attempt n + 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+
+from dmlopt.errors import DmloptError
+
+HEARTBEAT_SECONDS = 60  # a worker that stops beating this long is presumed dead
+RETRIES = 2  # a dead worker's trial is queued again this many times
+
+
+def storage_url(cli: str | None, study_file: str | None, out_dir: Path) -> str:
+    """``--storage``, else ``DMLOPT_STORAGE``, else the study file's, else SQLite in ``out_dir``."""
+    url = cli or os.environ.get("DMLOPT_STORAGE") or study_file
+    return url or f"sqlite:///{out_dir / 'study.db'}"
+
+
+def redact(url: str) -> str:
+    """The URL with any password masked, for messages and files."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<malformed storage URL>"
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """The Optuna storage at ``url``, tables created if needed; unreachable is a user error."""
+    _prepare(url)
+    # Heartbeats are "experimental" in Optuna's terms but are how dead workers are detected.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=RETRIES
+            ),
+        )
+    except (SQLAlchemyError, ImportError, ValueError) as e:
+        raise DmloptError(f"cannot open storage {redact(url)}: {_reason(e)}") from None
+
+
+def _prepare(url: str) -> None:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DmloptError(f"malformed storage URL {redact(url)}") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _reason(error: Exception) -> str:
+    orig = getattr(error, "orig", None) or error
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+_metadata = sa.MetaData()
+test_scores = sa.Table(
+    "dmlopt_test_scores",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_name", sa.String(512), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("result", sa.Text, nullable=False),
+    sa.UniqueConstraint("study_name", "attempt", name="dmlopt_test_scored_once"),
+)
+
+
+class AlreadyScored(DmloptError):
+    """A test set that was scored before, and no rescore was asked for."""
+
+
+class ScoreBook:
+    """The record of test-set scorings, one row per scoring, in the study's database."""
+
+    def __init__(self, url: str) -> None:
+        _prepare(url)
+        try:
+            self.engine = sa.create_engine(url)
+            _metadata.create_all(self.engine)
+        except (SQLAlchemyError, ImportError) as e:
+            raise DmloptError(f"cannot open storage {redact(url)}: {_reason(e)}") from None
+
+    def latest(self, study_name: str) -> tuple[int, dict[str, Any]] | None:
+        """``(attempt, result)`` of the newest scoring of ``study_name``, or ``None``."""
+        query = (
+            sa.select(test_scores.c.attempt, test_scores.c.result)
+            .where(test_scores.c.study_name == study_name)
+            .order_by(test_scores.c.attempt.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (row.attempt, json.loads(row.result))
+
+    def record(self, study_name: str, result: dict[str, Any], *, rescore: bool) -> int:
+        """Store a scoring; returns its attempt number. Refuses a second one unless ``rescore``."""
+        previous = self.latest(study_name)
+        attempt = 0 if previous is None or not rescore else previous[0] + 1
+        row = {
+            "study_name": study_name,
+            "attempt": attempt,
+            "created_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            "result": json.dumps(result),
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(test_scores.insert().values(**row))
+        except IntegrityError:
+            raise AlreadyScored(
+                f"the test set of {study_name} was already scored; pass --rescore to score it again"
+            ) from None
+        return attempt
