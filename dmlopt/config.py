@@ -50,8 +50,12 @@ class ImageTransform(Schema):
     ratio: tuple[float, float] = (0.75, 4 / 3)
     hflip: bool = True
     channels: Literal[1, 3] = 3
+    # Normalisation after scaling pixels to [0, value_scale]: ImageNet statistics by default;
+    # Caffe-converted weights (the paper's BN-Inception) want bgr, value_scale 255, std 1.
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    value_scale: float = Field(1.0, gt=0)
+    bgr: bool = False
 
 
 class SyntheticData(Schema):

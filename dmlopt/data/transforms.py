@@ -7,7 +7,6 @@ center-crop, as the paper (PROTOCOL.md section 3).
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +16,30 @@ from PIL import Image
 from dmlopt.config import ImageTransform
 
 
+def _uniform(low: float, high: float) -> float:
+    # torch's generator: seeded by seed_everything and reseeded per DataLoader worker
+    return float(torch.empty(()).uniform_(low, high))
+
+
+def _randint(low: int, high: int) -> int:
+    return int(torch.randint(low, high + 1, ()))
+
+
 def random_resized_crop_box(
-    width: int,
-    height: int,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    rng: random.Random,
+    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float]
 ) -> tuple[int, int, int, int]:
     """A crop box covering a random fraction ``scale`` of the area at a random aspect ``ratio``
     (log-uniform), falling back to the largest central crop within ``ratio``, as torchvision."""
     area = width * height
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
-        target = area * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(*log_ratio))
+        target = area * _uniform(*scale)
+        aspect = math.exp(_uniform(*log_ratio))
         w = round(math.sqrt(target * aspect))
         h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
-            left = rng.randint(0, width - w)
-            top = rng.randint(0, height - h)
+            left = _randint(0, width - w)
+            top = _randint(0, height - h)
             return left, top, left + w, top + h
     aspect = width / height
     if aspect < ratio[0]:
@@ -63,10 +67,9 @@ def load_image(
         image = image.crop(box)
     size = config.size
     if train and config.augment:
-        rng = random.Random()  # seeded per worker by Lightning's seed_everything(workers=True)
-        box = random_resized_crop_box(*image.size, config.scale, config.ratio, rng)
-        image = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
-        if config.hflip and rng.random() < 0.5:
+        crop = random_resized_crop_box(*image.size, config.scale, config.ratio)
+        image = image.resize((size, size), Image.Resampling.BILINEAR, box=crop)
+        if config.hflip and _uniform(0.0, 1.0) < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     else:
         resize = config.resize or size
@@ -78,8 +81,10 @@ def load_image(
         w, h = image.size
         left, top = (w - size) // 2, (h - size) // 2
         image = image.crop((left, top, left + size, top + size))
-    array = np.asarray(image, dtype=np.float32) / 255.0
+    array = np.asarray(image, dtype=np.float32) * (config.value_scale / 255.0)
     tensor = torch.from_numpy(array).reshape(size, size, config.channels).permute(2, 0, 1)
+    if config.bgr:
+        tensor = tensor.flip(0)
     mean = torch.tensor(config.mean[: config.channels]).view(-1, 1, 1)
     std = torch.tensor(config.std[: config.channels]).view(-1, 1, 1)
     return (tensor - mean) / std

@@ -72,12 +72,12 @@ class LossSpec:
         miners = importlib.import_module("pytorch_metric_learning.miners")
         kwargs: dict[str, Any] = dict(self.fixed)
         kwargs.update({k[5:]: v for k, v in params.items() if k.startswith("loss.")})
-        if self.to_kwargs is not None:
-            kwargs = self.to_kwargs(kwargs)
         if self.needs_num_classes:
             kwargs["num_classes"] = num_classes
         if self.needs_embedding_size:
             kwargs["embedding_size"] = embedding_dim
+        if self.to_kwargs is not None:
+            kwargs = self.to_kwargs(kwargs)
         loss = getattr(losses, self.loss_class)(**kwargs)
         miner = None
         if self.miner_class is not None:

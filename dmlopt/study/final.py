@@ -23,6 +23,7 @@ from dmlopt.data import open_dataset
 from dmlopt.data.base import MetricDataset, Samples
 from dmlopt.data.splits import Fold, paper_split
 from dmlopt.metrics import retrieval_scores
+from dmlopt.metrics.secondary import secondary_scores
 from dmlopt.search_space import Value, fix
 from dmlopt.seeding import derive_seed
 from dmlopt.study.cross_validation import search_folds
@@ -32,7 +33,6 @@ from dmlopt.study.runner import open_study
 from dmlopt.study.storage import AlreadyScored, ScoreBook
 
 FINAL_STREAM = 1  # seeds of final reruns, apart from the search's
-METRICS = ("map_at_r", "r_precision", "precision_at_1")
 
 
 def summarize(values: Sequence[float]) -> dict[str, Any]:
@@ -52,19 +52,24 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
 def score_embeddings(
     per_fold: Sequence[np.ndarray], labels: np.ndarray
 ) -> dict[str, dict[str, float]]:
-    """Separated and concatenated scores of one rerun's fold models on the test set."""
-    separated = [retrieval_scores(e, labels) for e in per_fold]
+    """Separated and concatenated scores of one rerun's fold models on the test set: the
+    retrieval metrics, plus Recall@K, NMI and AMI for comparison with older papers."""
+
+    def scores(embeddings: np.ndarray) -> dict[str, float]:
+        return {**retrieval_scores(embeddings, labels), **secondary_scores(embeddings, labels)}
+
+    separated = [scores(e) for e in per_fold]
     concatenated = np.concatenate(per_fold, axis=1)
     concatenated /= np.linalg.norm(concatenated, axis=1, keepdims=True).clip(min=1e-12)
     return {
-        "separated": {m: statistics.fmean(s[m] for s in separated) for m in METRICS},
-        "concatenated": retrieval_scores(concatenated, labels),
+        "separated": {m: statistics.fmean(s[m] for s in separated) for m in separated[0]},
+        "concatenated": scores(concatenated),
     }
 
 
 def summarize_runs(runs: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, Any]:
     return {
-        kind: {m: summarize([r[kind][m] for r in runs]) for m in METRICS}
+        kind: {m: summarize([r[kind][m] for r in runs]) for m in runs[0][kind]}
         for kind in ("separated", "concatenated")
     }
 

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny studies that train in seconds on a CPU."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+#: A study small enough to search and score in seconds: 16 classes (8 train/val, 8 test),
+#: 2 folds of 4 train / 4 val classes, 2-epoch folds of 3 iterations.
+TINY_STUDY: dict[str, Any] = {
+    "study": "tiny",
+    "dataset": {"name": "synthetic", "classes": 16, "per_class": 8, "image_size": 16, "seed": 0},
+    "split": {"test": "paper", "folds": 2},
+    "model": {"trunk": "small_cnn", "embedding_dim": 16},
+    "losses": ["contrastive"],
+    "training": {
+        "batch_size": 8,
+        "m_per_class": 2,
+        "iterations_per_epoch": 3,
+        "max_epochs": 2,
+        "eval_every": 1,
+        "patience": 2,
+        "eval_batch_size": 64,
+    },
+    "search": {"n_trials": 2, "sampler": "tpe", "pruner": "none", "seed": 0},
+    "final": {"runs": 2},
+}
+
+
+def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture
+def tiny_study() -> dict[str, Any]:
+    """A fresh copy of :data:`TINY_STUDY` to modify."""
+    return copy.deepcopy(TINY_STUDY)
+
+
+@pytest.fixture
+def write_study(tmp_path: Path):
+    """``write_study(changes=None, name="study.yaml") -> Path``: TINY_STUDY changed, on disk."""
+
+    def write(changes: dict[str, Any] | None = None, name: str = "study.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(deep_update(TINY_STUDY, changes or {}), sort_keys=False))
+        return path
+
+    return write
