@@ -140,7 +140,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not loss:
         raise DmloptError(f"expected <study>/<loss>, got {args.name!r}")
     url = storage_url(args.storage, None, _out_dir(args, study_part))
-    storage = open_storage(url)
+    storage = open_storage(url, create=False)
     try:
         study = optuna.load_study(study_name=args.name, storage=storage)
     except KeyError:

@@ -65,6 +65,7 @@ class SyntheticData(Schema):
     classes: int = Field(48, ge=4)
     per_class: int = Field(30, ge=2)
     image_size: int = Field(32, ge=8)
+    channels: Literal[1, 3] = 1  # 3 repeats the gray image, for trunks made for RGB
     seed: int = 0
 
 

@@ -6,6 +6,7 @@ Optuna dashboard groups them and an export can rebuild the nested study-file for
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,8 @@ class Range:
         return trial.suggest_float(name, self.low, self.high, log=self.log)
 
     def __str__(self) -> str:
-        kind = "int" if self.integer else ("log" if self.log else "lin")
+        scale = "log" if self.log else "lin"
+        kind = ("int log" if self.log else "int") if self.integer else scale
         fmt = (lambda v: str(int(v))) if self.integer else (lambda v: f"{v:g}")
         return f"[{fmt(self.low)}, {fmt(self.high)}] {kind}"
 
@@ -58,21 +60,51 @@ def merge(
         if name not in space:
             known = ", ".join(sorted(space)) or "none"
             raise ValueError(f"{what} has no parameter {name!r} (known: {known})")
-        default = space[name]
-        integer = default.integer if isinstance(default, Range) else isinstance(default, int)
-        if isinstance(value, Mapping):
-            unknown = set(value) - {"low", "high", "log"}
-            if unknown or not {"low", "high"} <= set(value):
-                raise ValueError(f"{what}.{name}: a range is {{low, high, log}}, got {dict(value)}")
-            log = value.get("log", default.log if isinstance(default, Range) else False)
-            space[name] = Range(float(value["low"]), float(value["high"]), bool(log), integer)
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(
-                f"{what}.{name}: expected a number or {{low, high, log}}, got {value!r}"
-            )
-        else:
-            space[name] = int(value) if integer else float(value)
+        try:
+            space[name] = _override(space[name], value)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{what}.{name}: {e}") from None
     return space
+
+
+def _override(default: Param, value: Any) -> Param:
+    integer = default.integer if isinstance(default, Range) else isinstance(default, int)
+    if isinstance(value, Mapping):
+        if set(value) - {"low", "high", "log"} or not {"low", "high"} <= set(value):
+            raise ValueError(f"a range is {{low, high, log}}, got {dict(value)}")
+        bounds = [_number(value["low"], integer), _number(value["high"], integer)]
+        log = value.get("log", default.log if isinstance(default, Range) else False)
+        return Range(bounds[0], bounds[1], bool(log), integer)
+    return _number(value, integer)
+
+
+def _number(value: Any, integer: bool) -> Value:
+    """A finite number; an integer parameter refuses fractions rather than rounding them."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"expected a finite number or {{low, high, log}}, got {value!r}")
+    if integer and value != int(value):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _override(default: Param, value: Any) -> Param:
+    integer = default.integer if isinstance(default, Range) else isinstance(default, int)
+    if isinstance(value, Mapping):
+        if set(value) - {"low", "high", "log"} or not {"low", "high"} <= set(value):
+            raise ValueError(f"a range is {{low, high, log}}, got {dict(value)}")
+        bounds = [_number(value["low"], integer), _number(value["high"], integer)]
+        log = value.get("log", default.log if isinstance(default, Range) else False)
+        return Range(bounds[0], bounds[1], bool(log), integer)
+    return _number(value, integer)
+
+
+def _number(value: Any, integer: bool) -> Value:
+    """A finite number; an integer parameter refuses fractions rather than rounding them."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"expected a finite number or {{low, high, log}}, got {value!r}")
+    if integer and value != int(value):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value) if integer else float(value)
 
 
 def suggest(space: Mapping[str, Param], trial: optuna.Trial) -> dict[str, Value]:

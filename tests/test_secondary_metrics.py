@@ -28,12 +28,13 @@ def test_recall_at_k_matches_brute_force(seed: int) -> None:
 
 
 def test_recall_on_a_line() -> None:
-    # positions 0, 1, 10, 11 with classes a, b, a, b: each point's nearest is the other class,
-    # its second nearest... 0 -> 1 (b), 10 (a): recall@1 = 0, recall@2 = 1 for every query.
+    # positions 0, 1, 10, 11 with classes a, b, a, b. Neighbours in order:
+    # 0: 1(b) 10(a) 11(b) | 1: 0(a) 10(a) 11(b) | 10: 11(b) 1(b) 0(a) | 11: 10(a) 1(b) 0(a)
+    # first same-class rank: 2, 3, 3, 2 -> recall@1 = 0, recall@2 = 1/2, recall@3 = 1.
     x = np.array([[0.0], [1.0], [10.0], [11.0]], dtype=np.float32)
     y = np.array([0, 1, 0, 1])
-    got = recall_at_k(x, y, ks=(1, 2))
-    assert got == {"recall_at_1": 0.0, "recall_at_2": 1.0}
+    got = recall_at_k(x, y, ks=(1, 2, 3))
+    assert got == {"recall_at_1": 0.0, "recall_at_2": 0.5, "recall_at_3": 1.0}
 
 
 def test_perfect_clusters_give_nmi_and_ami_of_one() -> None:

@@ -139,7 +139,7 @@ def _check_invariants(classes: list[int], n_folds: int, test_classes: set[int]) 
         assert len(val) == n // n_folds
         assert len(train) == n - n // n_folds
         assert not (set(train) | set(val)) & test_classes
-    # every fold but those the remainder skips validates a contiguous block of sorted classes
+    # fold p validates the contiguous (wrapping) block of sorted classes just before its start
     for p, (_, val) in enumerate(folds):
         start = int(p * n / n_folds)
         expected = [everything[(start - len(val) + i) % n] for i in range(len(val))]

@@ -29,8 +29,10 @@ def class_disjoint_folds(trainval_classes: Sequence[int], n_folds: int = 4) -> l
     next ``n - n // n_folds`` classes (wrapping around) train and the following ``n // n_folds``
     validate. Val sets of different folds are pairwise disjoint.
     """
-    classes = sorted(trainval_classes)
+    classes = sorted(int(c) for c in trainval_classes)
     n = len(classes)
+    if len(set(classes)) != n:
+        raise ValueError("train/val classes must be distinct")
     if n_folds < 2:
         raise ValueError(f"cross-validation needs at least 2 folds, got {n_folds}")
     n_val = n // n_folds

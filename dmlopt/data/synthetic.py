@@ -38,7 +38,7 @@ class SyntheticDataset(MetricDataset):
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return (1, self.config.image_size, self.config.image_size)
+        return (self.config.channels, self.config.image_size, self.config.image_size)
 
     @lru_cache(maxsize=4096)  # noqa: B019  (one cache per dataset lifetime is the intent)
     def prototype(self, label: int) -> torch.Tensor:
@@ -66,4 +66,4 @@ class SyntheticDataset(MetricDataset):
         image = F.grid_sample(proto, grid, padding_mode="zeros", align_corners=False)[0]
         contrast = 0.6 + 0.8 * u[5]
         noise = torch.randn(image.shape, generator=g) * (0.3 + 0.3 * u[6])
-        return contrast * image + noise
+        return (contrast * image + noise).expand(self.config.channels, -1, -1)

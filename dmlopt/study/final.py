@@ -22,6 +22,7 @@ from dmlopt.config import StudyConfig
 from dmlopt.data import open_dataset
 from dmlopt.data.base import MetricDataset, Samples
 from dmlopt.data.splits import Fold, paper_split
+from dmlopt.errors import DmloptError
 from dmlopt.metrics import retrieval_scores
 from dmlopt.metrics.secondary import secondary_scores
 from dmlopt.search_space import Value, fix
@@ -29,7 +30,6 @@ from dmlopt.seeding import derive_seed
 from dmlopt.study.cross_validation import search_folds
 from dmlopt.study.export import best_params
 from dmlopt.study.progress import Progress
-from dmlopt.study.runner import open_study
 from dmlopt.study.storage import AlreadyScored, ScoreBook
 
 FINAL_STREAM = 1  # seeds of final reruns, apart from the search's
@@ -102,7 +102,11 @@ class FinalStage:
         exported = self.config.exported_from
         if exported is not None:
             return fix(self.config.loss_space(loss), {}), exported.val_map_at_r
-        study = open_study(self.config, loss, self.storage, seed=None)
+        name = self.config.study_name(loss)
+        try:
+            study = optuna.load_study(study_name=name, storage=self.storage)
+        except KeyError:
+            raise DmloptError(f"no study {name} in this storage: run the search first") from None
         params, trial = best_params(self.config, loss, study)
         assert trial.value is not None
         return params, trial.value

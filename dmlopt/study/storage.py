@@ -35,13 +35,16 @@ def redact(url: str) -> str:
     """The URL with any password masked, for messages and files."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<malformed storage URL>"
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """The Optuna storage at ``url``, tables created if needed; unreachable is a user error."""
-    _prepare(url)
+def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
+    """The Optuna storage at ``url``, tables created if needed; unreachable is a user error.
+
+    With ``create=False`` a SQLite file must already exist (commands that only read a study
+    must not leave an empty database behind)."""
+    _prepare(url, create=create)
     # Heartbeats are "experimental" in Optuna's terms but are how dead workers are detected.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
@@ -56,13 +59,16 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         raise DmloptError(f"cannot open storage {redact(url)}: {_reason(e)}") from None
 
 
-def _prepare(url: str) -> None:
+def _prepare(url: str, *, create: bool = True) -> None:
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise DmloptError(f"malformed storage URL {redact(url)}") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(parsed.database)
+        if not create and not path.is_file():
+            raise DmloptError(f"no study database at {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _reason(error: Exception) -> str:

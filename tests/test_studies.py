@@ -1,0 +1,73 @@
+"""Every study file in studies/ runs end to end with a tiny budget, so none can rot.
+
+The file is kept as written (trunk, losses, search spaces, optimizer, split) except: the
+dataset of an image preset becomes a generated miniature folder of RGB images, the synthetic
+one a smaller synthetic set, and the budget shrinks to two folds, one trial and one short epoch
+per fold.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from dmlopt.cli import main
+
+from .conftest import deep_update
+
+STUDIES = sorted(Path(__file__).resolve().parents[1].glob("studies/**/*.yaml"))
+TINY_BUDGET: dict[str, Any] = {
+    "split": {"folds": 2},  # the fold arithmetic is tested in test_splits; halves the cost here
+    "training": {"iterations_per_epoch": 1, "max_epochs": 1, "eval_every": 1, "num_workers": 0},
+    "search": {"n_trials": 1},
+    "final": {"runs": 1},
+    "storage": None,
+}
+
+
+def miniature_folder(root: Path, classes: int = 32, per_class: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        for k in range(per_class):
+            path = root / f"{c:03d}.class" / f"{k}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+    return root
+
+
+def shrink(study: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    dataset = study["dataset"]
+    if dataset["name"] == "synthetic":
+        dataset = {**dataset, "classes": 40, "per_class": 6}
+    else:
+        transform = {**dataset.get("transform", {}), "size": 32, "resize": 36}
+        dataset = {"name": "folder", "root": str(miniature_folder(tmp_path / "images")),
+                   "transform": transform}  # fmt: skip
+    model = {**study.get("model", {}), "pretrained": None}
+    return deep_update({**study, "dataset": dataset, "model": model}, TINY_BUDGET)
+
+
+def test_every_study_file_is_found() -> None:
+    names = {p.relative_to(p.parents[1]).as_posix() for p in STUDIES}
+    assert {"studies/quickstart.yaml", "studies/reality_check_small.yaml"} <= names
+    assert len(list(Path(STUDIES[0].parent).glob("reality_check/*.yaml"))) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_study_file_runs_end_to_end(path: Path, tmp_path: Path) -> None:
+    study = shrink(yaml.safe_load(path.read_text()), tmp_path)
+    small = tmp_path / path.name
+    small.write_text(yaml.safe_dump(study, sort_keys=False))
+    out = tmp_path / "out"
+    assert main(["run", str(small), "--out", str(out)]) == 0
+    final = yaml.safe_load((out / "final.json").read_text())  # JSON is YAML
+    assert set(final) == set(yaml.safe_load(path.read_text())["losses"])
+    for loss in final:
+        assert (out / "best" / f"{loss}.yaml").is_file()
+        assert 0.0 <= final[loss]["test"]["concatenated"]["map_at_r"]["mean"] <= 1.0
