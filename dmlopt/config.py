@@ -169,6 +169,7 @@ class ExportedFrom(Schema):
     loss: str
     trial: int
     val_map_at_r: float
+    val_map_at_r_std: float | None = None
 
 
 LossOverrides = dict[str, dict[str, Any]]

@@ -87,26 +87,6 @@ def _number(value: Any, integer: bool) -> Value:
     return int(value) if integer else float(value)
 
 
-def _override(default: Param, value: Any) -> Param:
-    integer = default.integer if isinstance(default, Range) else isinstance(default, int)
-    if isinstance(value, Mapping):
-        if set(value) - {"low", "high", "log"} or not {"low", "high"} <= set(value):
-            raise ValueError(f"a range is {{low, high, log}}, got {dict(value)}")
-        bounds = [_number(value["low"], integer), _number(value["high"], integer)]
-        log = value.get("log", default.log if isinstance(default, Range) else False)
-        return Range(bounds[0], bounds[1], bool(log), integer)
-    return _number(value, integer)
-
-
-def _number(value: Any, integer: bool) -> Value:
-    """A finite number; an integer parameter refuses fractions rather than rounding them."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"expected a finite number or {{low, high, log}}, got {value!r}")
-    if integer and value != int(value):
-        raise ValueError(f"expected an integer, got {value!r}")
-    return int(value) if integer else float(value)
-
-
 def suggest(space: Mapping[str, Param], trial: optuna.Trial) -> dict[str, Value]:
     """Every parameter's value for this trial: ranges sampled, fixed values passed through."""
     return {

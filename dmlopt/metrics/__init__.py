@@ -31,8 +31,10 @@ def retrieval_scores(
     queries = _as_matrix(embeddings)
     query_labels = np.asarray(labels).reshape(-1)
     same_set = reference is None
-    ref = queries if same_set else _as_matrix(reference)
-    ref_labels = query_labels if same_set else np.asarray(reference_labels).reshape(-1)
+    if reference is None:
+        ref, ref_labels = queries, query_labels
+    else:
+        ref, ref_labels = _as_matrix(reference), np.asarray(reference_labels).reshape(-1)
     if len(query_labels) != len(queries) or len(ref_labels) != len(ref):
         raise ValueError("embeddings and labels differ in length")
     if len(queries) == 0 or len(ref) <= int(same_set):

@@ -14,37 +14,33 @@ def _cell(summary: Mapping[str, Any]) -> str:
     return f"{100 * summary['mean']:6.2f} ±{100 * (high - low) / 2:5.2f}"
 
 
+def _val(entry: Mapping[str, Any]) -> str:
+    std = entry.get("val_map_at_r_std")
+    return f"{entry['val_map_at_r']:.4f}" + ("" if std is None else f" ±{std:.4f}")
+
+
 def _row(name: str, val: str, test: Mapping[str, Any]) -> list[str]:
     return [name, val] + [_cell(test[kind][m]) for kind, _ in KINDS for m, _ in METRICS]
 
 
 def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
-    """Per loss: best mean val MAP@R of the search, then test MAP@R, R-Precision and P@1 (%,
-    mean ± half the 95% interval over reruns), concatenated and separated, with the untrained
-    network first as the baseline. Rescored results are marked with ``*``."""
-    header = ["loss", "val MAP@R"] + [
-        f"{short} {label}" for _, short in KINDS for _, label in METRICS
-    ]
-    rows = []
-    first = next(iter(results.values()), None)
-    if first is not None and "untrained" in first:
-        rows.append(_row("(untrained)", "-", first["untrained"]))
+    """Per loss: best mean val MAP@R of the search (± its std over folds), then test MAP@R,
+    R-Precision and P@1 (%, mean ± half the 95% interval over reruns), concatenated and
+    separated, after the untrained network as the baseline. Rescores are marked ``*``."""
+    if not results:
+        return "no test scores recorded"
+    first = next(iter(results.values()))
+    header = ["loss", "val MAP@R"] + [f"{s} {label}" for _, s in KINDS for _, label in METRICS]
+    rows = [_row("(untrained)", "-", first["untrained"])] if "untrained" in first else []
     for loss, entry in results.items():
-        name = loss + ("*" if entry.get("rescored") else "")
-        rows.append(_row(name, f"{entry['val_map_at_r']:.4f}", entry["test"]))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        rows.append(_row(loss + ("*" if entry.get("rescored") else ""), _val(entry), entry["test"]))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [
-        "  ".join(
-            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in [header, *rows]
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: B905
+        for row in [header, *rows]
     ]
     lines.insert(1, "-" * len(lines[0]))
-    notes = (
-        [f"test metrics in %, mean ± half of the 95% interval over {first['runs']} reruns"]
-        if first
-        else []
-    )
+    lines.append(f"test metrics in %, mean ± half of the 95% interval over {first['runs']} reruns")
     if any(e.get("rescored") for e in results.values()):
-        notes.append("* test set scored more than once (--rescore)")
-    return "\n".join(lines + notes)
+        lines.append("* test set scored more than once (--rescore)")
+    return "\n".join(lines)

@@ -38,7 +38,11 @@ def export_best(study: optuna.Study) -> StudyConfig:
             "losses": {loss: nest(params)},
             "storage": None,
             "exported_from": ExportedFrom(
-                study=study.study_name, loss=loss, trial=trial.number, val_map_at_r=trial.value
+                study=study.study_name,
+                loss=loss,
+                trial=trial.number,
+                val_map_at_r=trial.value,
+                val_map_at_r_std=trial.user_attrs.get("val_map_at_r_std"),
             ),
         }
     )

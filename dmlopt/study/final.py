@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,15 @@ def summarize_runs(runs: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[st
     }
 
 
+@dataclass(frozen=True)
+class Chosen:
+    """A loss's config for the final stage and the validation score that chose it."""
+
+    params: dict[str, Value]
+    val_map_at_r: float
+    val_map_at_r_std: float | None
+
+
 class FinalStage:
     """Retrains and scores each loss of a study; refuses a second scoring unless ``rescore``."""
 
@@ -97,11 +107,12 @@ class FinalStage:
                 "pass --rescore to score it again (it is recorded as a rescore)"
             )
 
-    def config_for(self, loss: str) -> tuple[dict[str, Value], float]:
-        """The parameters to retrain and the val MAP@R that chose them."""
+    def config_for(self, loss: str) -> Chosen:
+        """The parameters to retrain and the val MAP@R (mean, std over folds) that chose them."""
         exported = self.config.exported_from
         if exported is not None:
-            return fix(self.config.loss_space(loss), {}), exported.val_map_at_r
+            params = fix(self.config.loss_space(loss), {})
+            return Chosen(params, exported.val_map_at_r, exported.val_map_at_r_std)
         name = self.config.study_name(loss)
         try:
             study = optuna.load_study(study_name=name, storage=self.storage)
@@ -109,38 +120,37 @@ class FinalStage:
             raise DmloptError(f"no study {name} in this storage: run the search first") from None
         params, trial = best_params(self.config, loss, study)
         assert trial.value is not None
-        return params, trial.value
+        return Chosen(params, trial.value, trial.user_attrs.get("val_map_at_r_std"))
 
     def run(self, *, rescore: bool = False) -> dict[str, Any]:
         self.check_not_scored(rescore)
-        chosen = {
-            loss: self.config_for(loss) for loss in self.config.losses
-        }  # fail before training
+        # every loss's config first: a missing search fails before any training
+        chosen = {loss: self.config_for(loss) for loss in self.config.losses}
         dataset = open_dataset(self.config.dataset)
         folds = search_folds(self.config, dataset)
         _, test_classes = paper_split(dataset.num_classes)
         test = dataset.view(test_classes, train=False)
-        first_loss, (first_params, _) = next(iter(chosen.items()))
+        first_loss, first = next(iter(chosen.items()))
         untrained = summarize_runs(
             [
-                self._untrained_run(first_loss, first_params, dataset, folds, test, r)
+                self._untrained_run(first_loss, first.params, dataset, folds, test, r)
                 for r in range(self.config.final.runs)
             ]
         )
-        for loss, (params, val) in chosen.items():
+        for loss, choice in chosen.items():
             progress = Progress(f"final {loss}", self.config.final.runs * len(folds))
             runs = [
-                self._trained_run(loss, params, dataset, folds, test, r, progress)
+                self._trained_run(loss, choice.params, dataset, folds, test, r, progress)
                 for r in range(self.config.final.runs)
             ]
             progress.close()
             entry = {
-                "val_map_at_r": val,
+                "val_map_at_r": choice.val_map_at_r,
+                "val_map_at_r_std": choice.val_map_at_r_std,
                 "runs": len(runs),
-                "rescored": False,
                 "test": summarize_runs(runs),
                 "untrained": untrained,
-                "params": params,
+                "params": choice.params,
             }
             self.book.record(self.config.study_name(loss), entry, rescore=rescore)
         return self.results()

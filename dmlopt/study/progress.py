@@ -1,14 +1,16 @@
-"""Progress on stderr: a bar over a loss's trials, with the fold and epoch in flight."""
+"""Progress on stderr: a bar per loss, with the trial, fold and epoch in flight."""
 
 from __future__ import annotations
 
 import sys
 
+import optuna
 from tqdm.auto import tqdm
 
 
 class Progress:
-    """One bar per loss; :meth:`epoch` is the listener fold training calls after validation."""
+    """One bar per loss. :meth:`epoch` is the listener fold training calls after validation;
+    the object itself is an Optuna callback that advances the bar after each trial."""
 
     def __init__(self, label: str, total: int) -> None:
         self.bar = tqdm(total=total, desc=label, unit="step", file=sys.stderr, dynamic_ncols=True)
@@ -25,6 +27,14 @@ class Progress:
         self.bar.update(1)
         if note:
             self.bar.set_postfix_str(note)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+        try:
+            best = f"best {study.best_value:.4f}"
+        except ValueError:  # no completed trial yet
+            best = "no trial completed yet"
+        self.advance(f"trial {trial.number}: {value}, {best}")
 
     def close(self) -> None:
         self.bar.close()

@@ -75,24 +75,12 @@ def search(
             study.optimize(
                 objective,
                 n_trials=n_trials - done,
-                callbacks=[
-                    MaxTrialsCallback(n_trials, states=finished),
-                    lambda s, t, bar=progress: bar.advance(_describe(s, t)),
-                ],
+                callbacks=[MaxTrialsCallback(n_trials, states=finished), progress],
                 catch=(),
             )
         progress.close()
         if on_loss_done is not None:
             on_loss_done(loss, study)
-
-
-def _describe(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
-    try:
-        best = f"best {study.best_value:.4f}"
-    except ValueError:
-        best = "no trial completed yet"
-    state = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
-    return f"trial {trial.number}: {state}, {best}"
 
 
 def stored_config(study: optuna.Study) -> StudyConfig:
