@@ -109,13 +109,17 @@ def cmd_final(args: argparse.Namespace) -> int:
 
 
 def _finish(final: FinalStage, out: Path, *, rescore: bool) -> None:
+    from dmlopt.report.collect import collect
+    from dmlopt.report.figures import report_html
     from dmlopt.report.table import format_table
     from dmlopt.study.final import write_final_json
 
     results = final.run(rescore=rescore)
     write_final_json(results, out / "final.json")
+    studies = collect(final.storage, final.book, final.config.study)
+    (out / "report.html").write_text(report_html(studies))
     print(format_table(results))
-    print(f"\nresults: {out / 'final.json'}")
+    print(f"\nresults: {out / 'final.json'}, {out / 'report.html'}")
 
 
 def _export_to(out: Path, study: optuna.Study) -> None:
@@ -150,6 +154,34 @@ def cmd_export(args: argparse.Namespace) -> int:
         Path(args.output).write_text(text)
     else:
         print(text, end="")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dmlopt.report.collect import collect
+    from dmlopt.report.figures import report_html
+    from dmlopt.study.storage import ScoreBook, open_storage, redact, storage_url
+
+    if args.storage is None and args.study is None:
+        raise DmloptError("report needs --storage URL or --study NAME (for runs/<study>/study.db)")
+    url = storage_url(args.storage, None, _out_dir(args, args.study or ""))
+    studies = collect(open_storage(url, create=False), ScoreBook(url), args.study)
+    if not studies:
+        raise DmloptError(f"no dmlopt study in {redact(url)}")
+    Path(args.output).write_text(report_html(studies))
+    print(f"report: {args.output}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from optuna_dashboard import run_server
+
+    from dmlopt.study.storage import open_storage, storage_url
+
+    url = storage_url(args.storage, None, _out_dir(args, args.study or ""))
+    storage = open_storage(url, create=False)
+    print(f"optuna-dashboard on http://127.0.0.1:{args.port}/ (Ctrl-C to stop)", flush=True)
+    run_server(storage, host="127.0.0.1", port=args.port)
     return 0
 
 
@@ -214,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "write the best config of <study>/<loss> as a study file")
     p.add_argument("name", help="<study>/<loss>")
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    storage_options(p)
+
+    p = add("report", cmd_report, "write the comparison table and plots (HTML) from storage")
+    p.add_argument("--study", help="only this study; its default storage is runs/<study>/")
+    p.add_argument("-o", "--output", default="report.html", help="HTML file (default: %(default)s)")
+    storage_options(p)
+
+    p = add("dashboard", cmd_dashboard, "serve optuna-dashboard for the storage on 127.0.0.1")
+    p.add_argument("--study", help="its default storage is runs/<study>/study.db")
+    p.add_argument("--port", type=int, default=8080)
     storage_options(p)
 
     p = add("losses", cmd_losses, "list the registered losses and their search spaces")

@@ -75,7 +75,12 @@ def search(
             study.optimize(
                 objective,
                 n_trials=n_trials - done,
-                callbacks=[MaxTrialsCallback(n_trials, states=finished), progress],
+                # Counting other workers' running trials keeps the shared budget from being
+                # overrun by workers that each see one trial left.
+                callbacks=[
+                    MaxTrialsCallback(n_trials, states=(*finished, TrialState.RUNNING)),
+                    progress,
+                ],
                 catch=(),
             )
         progress.close()
