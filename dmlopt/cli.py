@@ -27,14 +27,15 @@ def _out_dir(args: argparse.Namespace, study: str) -> Path:
 
 
 def _open(
-    args: argparse.Namespace, study: str, file_storage: str | None
+    args: argparse.Namespace, study: str, file_storage: str | None, *, create: bool = True
 ) -> tuple[Path, optuna.storages.RDBStorage, ScoreBook]:
-    """(output folder, Optuna storage, score book) for a command."""
+    """(output folder, Optuna storage, score book) for a command; ``create=False`` refuses to
+    start a new SQLite database."""
     from dmlopt.study.storage import ScoreBook, open_storage, storage_url
 
     out = _out_dir(args, study)
     url = storage_url(args.storage, file_storage, out)
-    return out, open_storage(url), ScoreBook(url)
+    return out, open_storage(url, create=create), ScoreBook(url)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -103,7 +104,9 @@ def cmd_final(args: argparse.Namespace) -> int:
     from dmlopt.study.final import FinalStage
 
     config = load_study(args.study)
-    out, storage, book = _open(args, config.study, config.storage)
+    # Only an exported config can be scored without a search, so only it may start a database.
+    exported = config.exported_from is not None
+    out, storage, book = _open(args, config.study, config.storage, create=exported)
     _finish(FinalStage(config, storage, book), out, rescore=args.rescore)
     return 0
 

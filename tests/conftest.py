@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,23 @@ def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]
         else:
             out[key] = value
     return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One torch thread: tiny models train many times faster than with threads fighting other
+    processes for the CPUs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _no_env_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DMLOPT_STORAGE", raising=False)
 
 
 @pytest.fixture

@@ -87,23 +87,6 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread: tiny models train many times faster than with threads fighting other
-    processes for the CPUs."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _no_env_storage(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DMLOPT_STORAGE", raising=False)
-
-
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """The tiny study searched and scored once into ``out``: a stored run to leave alone."""

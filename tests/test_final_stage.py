@@ -63,23 +63,6 @@ def assert_one_line_error(rc: int, err: str, contains: str) -> None:
     assert contains in lines[0], lines[0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread: tiny models train many times faster than with threads fighting other
-    processes for the CPUs (and the results do not depend on it)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _no_env_storage(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DMLOPT_STORAGE", raising=False)
-
-
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The tiny study with two losses, searched and scored once by ``dmlopt run --out``."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +30,6 @@ from tests.conftest import TINY_STUDY
 N_CLASSES = 16
 PER_CLASS = 8
 TRAINVAL, TEST = paper_split(N_CLASSES)  # classes 0-7 search, 8-15 final only
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread: tiny models train many times faster than with threads fighting other
-    processes for the CPUs."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _no_env_storage(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DMLOPT_STORAGE", raising=False)
 
 
 def write_study(path: Path, dataset: dict[str, Any], **changes: Any) -> Path:

@@ -5,8 +5,9 @@ Adapters are registered by import path, so validating a study does not import th
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from dmlopt.imports import resolve
 
 if TYPE_CHECKING:
     from dmlopt.config import DatasetConfig
@@ -26,6 +27,5 @@ DATASETS: dict[str, str] = {
 
 def open_dataset(config: DatasetConfig) -> MetricDataset:
     """The adapter for ``config``: labels and names listed, no sample read yet."""
-    module_name, _, cls = DATASETS[config.name].partition(":")
-    adapter: type[MetricDataset] = getattr(importlib.import_module(module_name), cls)
+    adapter: type[MetricDataset] = resolve(DATASETS[config.name])
     return adapter(config)  # type: ignore[call-arg]

@@ -5,8 +5,9 @@ Trunks are registered by import path so that validating a study file does not im
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from dmlopt.imports import resolve
 
 if TYPE_CHECKING:
     from torch import nn
@@ -32,8 +33,7 @@ def build_model(config: ModelConfig, input_shape: tuple[int, ...]) -> tuple[nn.M
 
     from dmlopt.models.pretrained import load_pretrained
 
-    module_name, _, factory = TRUNKS[config.trunk].partition(":")
-    trunk, out_dim = getattr(importlib.import_module(module_name), factory)(input_shape)
+    trunk, out_dim = resolve(TRUNKS[config.trunk])(input_shape)
     if config.pretrained is not None:
         load_pretrained(trunk, config.pretrained)
     return trunk, nn.Linear(out_dim, config.embedding_dim)

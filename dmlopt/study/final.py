@@ -76,6 +76,15 @@ def summarize_runs(runs: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[st
 
 
 @dataclass(frozen=True)
+class TestSetup:
+    """What every rerun of the final stage shares: the data, the folds, the test samples."""
+
+    dataset: MetricDataset
+    folds: Sequence[Fold]
+    test: Samples
+
+
+@dataclass(frozen=True)
 class Chosen:
     """A loss's config for the final stage and the validation score that chose it."""
 
@@ -127,22 +136,18 @@ class FinalStage:
         # every loss's config first: a missing search fails before any training
         chosen = {loss: self.config_for(loss) for loss in self.config.losses}
         dataset = open_dataset(self.config.dataset)
-        folds = search_folds(self.config, dataset)
         _, test_classes = paper_split(dataset.num_classes)
-        test = dataset.view(test_classes, train=False)
+        setup = TestSetup(
+            dataset, search_folds(self.config, dataset), dataset.view(test_classes, train=False)
+        )
+        reruns = range(self.config.final.runs)
         first_loss, first = next(iter(chosen.items()))
         untrained = summarize_runs(
-            [
-                self._untrained_run(first_loss, first.params, dataset, folds, test, r)
-                for r in range(self.config.final.runs)
-            ]
+            [self._untrained_run(first_loss, first.params, setup, r) for r in reruns]
         )
         for loss, choice in chosen.items():
-            progress = Progress(f"final {loss}", self.config.final.runs * len(folds))
-            runs = [
-                self._trained_run(loss, choice.params, dataset, folds, test, r, progress)
-                for r in range(self.config.final.runs)
-            ]
+            progress = Progress(f"final {loss}", len(reruns) * len(setup.folds))
+            runs = [self._trained_run(loss, choice.params, setup, r, progress) for r in reruns]
             progress.close()
             entry = {
                 "val_map_at_r": choice.val_map_at_r,
@@ -169,42 +174,23 @@ class FinalStage:
         return derive_seed(self.config.search.seed, FINAL_STREAM, run, fold)
 
     def _trained_run(
-        self,
-        loss: str,
-        params: Mapping[str, Value],
-        dataset: MetricDataset,
-        folds: Sequence[Fold],
-        test: Samples,
-        run: int,
-        progress: Progress,
+        self, loss: str, params: Mapping[str, Value], setup: TestSetup, run: int, progress: Progress
     ) -> dict[str, dict[str, float]]:
         from dmlopt.study.fold import embed, train_fold
 
         embeddings = []
-        for i, (train_classes, val_classes) in enumerate(folds):
-            progress.at(f"run {run + 1} fold {i + 1}/{len(folds)}")
+        for i, (train_classes, val_classes) in enumerate(setup.folds):
+            progress.at(f"run {run + 1} fold {i + 1}/{len(setup.folds)}")
             result = train_fold(
-                self.config,
-                loss,
-                params,
-                dataset,
-                train_classes,
-                val_classes,
-                seed=self._seed(run, i),
-                listener=progress.epoch,
-            )
-            embeddings.append(embed(result.module, test, self.config))
+                self.config, loss, params, setup.dataset, train_classes, val_classes,
+                seed=self._seed(run, i), listener=progress.epoch,
+            )  # fmt: skip
+            embeddings.append(embed(result.module, setup.test, self.config))
             progress.advance()
-        return score_embeddings(embeddings, test.labels)
+        return score_embeddings(embeddings, setup.test.labels)
 
     def _untrained_run(
-        self,
-        loss: str,
-        params: Mapping[str, Value],
-        dataset: MetricDataset,
-        folds: Sequence[Fold],
-        test: Samples,
-        run: int,
+        self, loss: str, params: Mapping[str, Value], setup: TestSetup, run: int
     ) -> dict[str, dict[str, float]]:
         """The fold models before training: same seeds, so the same initial trunk and embedder
         whatever the loss (the loss is built after them and never touches the embeddings)."""
@@ -213,11 +199,11 @@ class FinalStage:
         from dmlopt.study.fold import build_module, embed
 
         embeddings = []
-        for i, (train_classes, _) in enumerate(folds):
+        for i, (train_classes, _) in enumerate(setup.folds):
             pl.seed_everything(self._seed(run, i), verbose=False)
-            module = build_module(self.config, loss, params, dataset, len(train_classes))
-            embeddings.append(embed(module, test, self.config))
-        return score_embeddings(embeddings, test.labels)
+            module = build_module(self.config, loss, params, setup.dataset, len(train_classes))
+            embeddings.append(embed(module, setup.test, self.config))
+        return score_embeddings(embeddings, setup.test.labels)
 
 
 def write_final_json(results: Mapping[str, Any], path: Path) -> None:

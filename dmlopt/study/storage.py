@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy as sa
@@ -21,7 +23,10 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from dmlopt.errors import DmloptError
 
+T = TypeVar("T")
+
 HEARTBEAT_SECONDS = 60  # a worker that stops beating this long is presumed dead
+CREATE_ATTEMPTS = 3  # see _creating_tables
 RETRIES = 2  # a dead worker's trial is queued again this many times
 
 
@@ -47,16 +52,34 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
     _prepare(url, create=create)
     # Heartbeats are "experimental" in Optuna's terms but are how dead workers are detected.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    try:
-        return optuna.storages.RDBStorage(
+    return _creating_tables(
+        url,
+        lambda: optuna.storages.RDBStorage(
             url,
             heartbeat_interval=HEARTBEAT_SECONDS,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                 max_retry=RETRIES
             ),
-        )
-    except (SQLAlchemyError, ImportError, ValueError) as e:
-        raise DmloptError(f"cannot open storage {redact(url)}: {_reason(e)}") from None
+        ),
+    )
+
+
+def _creating_tables(url: str, open_: Callable[[], T]) -> T:
+    """``open_()``, which may create tables, with database errors as user errors.
+
+    Workers launched together on an empty database race to create the same tables; the losers
+    see "already exists" errors and succeed once the winner is done, so a failure is retried
+    a few times before it is reported (an unreachable server costs those retries too)."""
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            return open_()
+        except SQLAlchemyError as e:
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise DmloptError(f"cannot open storage {redact(url)}: {_reason(e)}") from None
+            time.sleep(0.5 * (attempt + 1))
+        except (ImportError, ValueError) as e:  # a missing driver, a malformed URL part
+            raise DmloptError(f"cannot open storage {redact(url)}: {_reason(e)}") from None
+    raise AssertionError("unreachable")
 
 
 def _prepare(url: str, *, create: bool = True) -> None:
@@ -89,6 +112,12 @@ test_scores = sa.Table(
 )
 
 
+def _create_score_table(url: str) -> sa.Engine:
+    engine = sa.create_engine(url)
+    _metadata.create_all(engine)
+    return engine
+
+
 class AlreadyScored(DmloptError):
     """A test set that was scored before, and no rescore was asked for."""
 
@@ -98,11 +127,7 @@ class ScoreBook:
 
     def __init__(self, url: str) -> None:
         _prepare(url)
-        try:
-            self.engine = sa.create_engine(url)
-            _metadata.create_all(self.engine)
-        except (SQLAlchemyError, ImportError) as e:
-            raise DmloptError(f"cannot open storage {redact(url)}: {_reason(e)}") from None
+        self.engine = _creating_tables(url, lambda: _create_score_table(url))
 
     def latest(self, study_name: str) -> tuple[int, dict[str, Any]] | None:
         """``(attempt, result)`` of the newest scoring of ``study_name``, or ``None``."""
