@@ -55,3 +55,19 @@ def test_random_embeddings_give_ami_near_zero() -> None:
     assert abs(scores["ami"]) < 0.05
     assert 0.0 <= scores["nmi"] < 0.2
     assert scores["ami"] <= adjusted_mutual_info_score(y, y)
+
+
+def test_diverged_embeddings_score_zero_instead_of_garbage() -> None:
+    import dmlopt.metrics as metrics
+    from dmlopt.study.final import score_embeddings
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    y = np.repeat(np.arange(10), 4)
+    x[5] = np.nan  # faiss would return index -1 for it, i.e. some other row's label
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.retrieval_scores(x, y)
+    assert set(metrics.retrieval_scores_or_zero(x, y).values()) == {0.0}
+    scored = score_embeddings([x, x], y)
+    assert set(scored["separated"].values()) == {0.0}
+    assert set(scored["concatenated"].values()) == {0.0}

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dmlopt.config import OptimizerConfig
-from dmlopt.metrics import retrieval_scores
+from dmlopt.metrics import retrieval_scores_or_zero
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -87,7 +87,7 @@ class MetricLearningModule(pl.LightningModule):
         embeddings = torch.cat([e for e, _ in self._val_outputs]).numpy()
         labels = torch.cat([y for _, y in self._val_outputs]).numpy()
         self._val_outputs.clear()
-        for name, value in retrieval_scores(embeddings, labels).items():
+        for name, value in retrieval_scores_or_zero(embeddings, labels).items():
             self.log(f"val/{name}", value)
 
     def configure_optimizers(self) -> Any:

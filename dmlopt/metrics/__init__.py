@@ -37,6 +37,8 @@ def retrieval_scores(
         ref, ref_labels = _as_matrix(reference), np.asarray(reference_labels).reshape(-1)
     if len(query_labels) != len(queries) or len(ref_labels) != len(ref):
         raise ValueError("embeddings and labels differ in length")
+    if not (np.isfinite(queries).all() and np.isfinite(ref).all()):
+        raise ValueError("embeddings contain NaN or inf (a diverged model?)")
     if len(queries) == 0 or len(ref) <= int(same_set):
         return scores_from_neighbours(np.empty((0, 0)), np.empty(0), np.empty(0))
 
@@ -53,6 +55,14 @@ def retrieval_scores(
     return scores_from_neighbours(ref_labels[found], query_labels, relevant)
 
 
+def retrieval_scores_or_zero(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """:func:`retrieval_scores` of a model's own embeddings, where a model whose embeddings are
+    not finite (training diverged) retrieves nothing: every score 0."""
+    if not np.isfinite(embeddings).all():
+        return dict.fromkeys(("map_at_r", "r_precision", "precision_at_1"), 0.0)
+    return retrieval_scores(embeddings, labels)
+
+
 def _as_matrix(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float32)
     if x.ndim != 2:
@@ -60,4 +70,4 @@ def _as_matrix(x: np.ndarray) -> np.ndarray:
     return x
 
 
-__all__ = ["retrieval_scores"]
+__all__ = ["retrieval_scores", "retrieval_scores_or_zero"]
