@@ -42,18 +42,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     from dmlopt.config import dump_study, load_study
     from dmlopt.data import open_dataset
     from dmlopt.data.splits import paper_split
+    from dmlopt.models import build_model
     from dmlopt.study.cross_validation import search_folds
     from dmlopt.study.storage import redact, storage_url
 
     config = load_study(args.study)
     dataset = open_dataset(config.dataset)
     folds = search_folds(config, dataset)
+    trunk, embedder = build_model(config.model, dataset.input_shape)
     trainval, test = paper_split(dataset.num_classes)
     print(dump_study(config.model_copy(update={"storage": None})), end="")
     print(f"# storage: {redact(storage_url(None, config.storage, _out_dir(args, config.study)))}")
     print(
         f"# dataset: {len(dataset)} samples, {dataset.num_classes} classes, "
         f"input {tuple(dataset.input_shape)}"
+    )
+    n_params = sum(p.numel() for m in (trunk, embedder) for p in m.parameters())
+    print(
+        f"# model: {config.model.trunk} + linear -> {config.model.embedding_dim}-d, "
+        f"{n_params:,} parameters"
     )
     print(
         f"# split: {len(trainval)} train/val classes (search), "
@@ -81,13 +88,17 @@ def _ranges(ids: Sequence[int]) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from dmlopt.config import load_study
     from dmlopt.data import open_dataset
+    from dmlopt.models import build_model
     from dmlopt.study.cross_validation import search_folds
     from dmlopt.study.final import FinalStage
     from dmlopt.study.runner import search
 
     config = load_study(args.study)
     dataset = open_dataset(config.dataset)
-    search_folds(config, dataset)  # an impossible split fails before anything is stored
+    # An impossible split, a trunk that does not fit the data or missing weights fail here,
+    # before anything is stored.
+    search_folds(config, dataset)
+    build_model(config.model, dataset.input_shape)
     out, storage, book = _open(args, config.study, config.storage)
     final = None if args.no_final else FinalStage(config, storage, book)
     if final is not None:

@@ -463,3 +463,20 @@ def test_check_redacts_a_storage_password(
     assert rc == 0, err
     assert SECRET not in out + err
     assert "# storage: postgresql+psycopg2://user:***@db.example/x" in out
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [
+        ({"trunk": "mlp"}, "mlp needs feature vectors"),
+        ({"trunk": "small_cnn", "pretrained": "/nonexistent/weights.pt"}, "pretrained weights"),
+    ],
+)
+def test_model_that_cannot_be_built_fails_before_storage(
+    model: dict[str, Any], words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = write_yaml(tmp_path / "study.yaml", {**copy.deepcopy(TINY_STUDY), "model": model})
+    for command in ("run", "check"):
+        rc, _, err = cli(capsys, command, study, "--out", tmp_path / "out")
+        assert_one_line_error(rc, err, contains=words)
+    assert not (tmp_path / "out").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from dmlopt.errors import DmloptError
 from dmlopt.imports import resolve
 
 if TYPE_CHECKING:
@@ -33,7 +34,10 @@ def build_model(config: ModelConfig, input_shape: tuple[int, ...]) -> tuple[nn.M
 
     from dmlopt.models.pretrained import load_pretrained
 
-    trunk, out_dim = resolve(TRUNKS[config.trunk])(input_shape)
+    try:
+        trunk, out_dim = resolve(TRUNKS[config.trunk])(input_shape)
+    except ValueError as e:  # the input does not fit the trunk (channels, size)
+        raise DmloptError(f"model: {e}") from None
     if config.pretrained is not None:
         load_pretrained(trunk, config.pretrained)
     return trunk, nn.Linear(out_dim, config.embedding_dim)
