@@ -88,21 +88,27 @@ def _ranges(ids: Sequence[int]) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from dmlopt.config import load_study
     from dmlopt.data import open_dataset
+    from dmlopt.hardware import check_hardware
     from dmlopt.models import build_model
     from dmlopt.study.cross_validation import search_folds
     from dmlopt.study.final import FinalStage
-    from dmlopt.study.runner import search
+    from dmlopt.study.runner import check_same_searches, search
 
     config = load_study(args.study)
+    if config.exported_from is not None:
+        raise DmloptError(f"{args.study} is an exported best config: score it with dmlopt final")
     dataset = open_dataset(config.dataset)
     # An impossible split, a trunk that does not fit the data or missing weights fail here,
     # before anything is stored.
     search_folds(config, dataset)
     build_model(config.model, dataset.input_shape)
+    check_hardware(config.training)
     out, storage, book = _open(args, config.study, config.storage)
-    final = None if args.no_final else FinalStage(config, storage, book)
-    if final is not None:
-        final.check_not_scored(args.rescore)
+    check_same_searches(config, storage)
+    final = None
+    if not args.no_final:
+        final = FinalStage(config, storage, book, wait_for_workers=True)
+        final.losses_to_score(args.rescore)  # refuses now if there is nothing left to score
     seed = config.search.seed if args.command == "run" else None  # extra workers must differ
     search(config, storage, dataset, seed=seed, on_loss_done=lambda loss, s: _export_to(out, s))
     if final is not None:
@@ -112,9 +118,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_final(args: argparse.Namespace) -> int:
     from dmlopt.config import load_study
+    from dmlopt.hardware import check_hardware
     from dmlopt.study.final import FinalStage
 
     config = load_study(args.study)
+    check_hardware(config.training)
     # Only an exported config can be scored without a search, so only it may start a database.
     exported = config.exported_from is not None
     out, storage, book = _open(args, config.study, config.storage, create=exported)

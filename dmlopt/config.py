@@ -143,10 +143,15 @@ class TrainingConfig(Schema):
     eval_batch_size: PositiveInt = 256
 
     @model_validator(mode="after")
-    def _batch_holds_whole_classes(self) -> TrainingConfig:
+    def _consistent(self) -> TrainingConfig:
         if self.batch_size % self.m_per_class:
             raise ValueError(
                 f"batch_size {self.batch_size} is not a multiple of m_per_class {self.m_per_class}"
+            )
+        if self.eval_every > self.max_epochs:
+            raise ValueError(
+                f"eval_every {self.eval_every} > max_epochs {self.max_epochs}: "
+                "no validation would run"
             )
         return self
 
@@ -155,7 +160,7 @@ class SearchConfig(Schema):
     n_trials: PositiveInt = 12
     sampler: Literal["tpe", "random"] = "tpe"
     pruner: Literal["median", "none"] = "median"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
 
 
 class FinalConfig(Schema):

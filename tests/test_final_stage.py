@@ -31,7 +31,7 @@ LOSSES = ["contrastive", "multi_similarity"]
 METRICS = {"map_at_r", "r_precision", "precision_at_1"}
 ENTRY_KEYS = {"val_map_at_r", "runs", "rescored", "test"}  # DESIGN.md section 4
 #: documented nowhere in DESIGN.md section 4 but written by FinalStage.run (see the report).
-EXTRA_ENTRY_KEYS = {"untrained", "params", "val_map_at_r_std"}
+EXTRA_ENTRY_KEYS = {"untrained", "params", "val_map_at_r_std", "seeds"}
 
 
 def sqlite_url(path: Path) -> str:
@@ -126,6 +126,9 @@ def test_final_json_matches_the_contract(scored: dict[str, Any]) -> None:
         assert entry["val_map_at_r_std"] == best_trial.user_attrs["val_map_at_r_std"]
         assert isinstance(entry["runs"], int) and not isinstance(entry["runs"], bool)
         assert entry["runs"] == runs
+        folds = TINY_STUDY["split"]["folds"]
+        assert len(entry["seeds"]) == runs and all(len(s) == folds for s in entry["seeds"])
+        assert len({seed for run in entry["seeds"] for seed in run}) == runs * folds
         assert entry["rescored"] is False
         assert set(entry["test"]) == {"separated", "concatenated"}
         for kind in ("separated", "concatenated"):

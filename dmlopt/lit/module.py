@@ -73,9 +73,12 @@ class MetricLearningModule(pl.LightningModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         x, y = batch
-        embeddings = self(x).float()  # losses in float32 even under bf16 autocast
-        tuples = self.miner(embeddings, y) if self.miner is not None else None
-        loss = self.loss_fn(embeddings, y, tuples)
+        embeddings = self(x).float()
+        # Losses and miners in float32 even under bf16 autocast: scaled cosine logits (ArcFace,
+        # CosFace, NT-Xent) lose too much precision in bfloat16.
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            tuples = self.miner(embeddings, y) if self.miner is not None else None
+            loss = self.loss_fn(embeddings, y, tuples)
         self.log("train/loss", loss, prog_bar=False, on_step=False, on_epoch=True)
         return loss
 

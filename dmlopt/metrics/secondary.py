@@ -45,7 +45,9 @@ def clustering_scores(
     n_clusters = len(np.unique(labels))
     if n_clusters < 2 or len(x) <= n_clusters:
         return {"nmi": 0.0, "ami": 0.0}
-    kmeans = faiss.Kmeans(x.shape[1], n_clusters, niter=20, seed=seed, verbose=False)
+    kmeans = faiss.Kmeans(
+        x.shape[1], n_clusters, niter=20, seed=seed, verbose=False, min_points_per_centroid=1
+    )
     kmeans.train(x)
     _, assigned = kmeans.index.search(x, 1)
     return {

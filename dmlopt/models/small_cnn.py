@@ -20,6 +20,8 @@ def small_cnn(input_shape: tuple[int, ...], width: int = 16) -> tuple[nn.Module,
     """Four conv-BN-ReLU-pool blocks and global average pooling; output ``4 * width`` features."""
     if len(input_shape) != 3:
         raise ValueError(f"small_cnn needs images (C, H, W), got input shape {input_shape}")
+    if min(input_shape[1:]) < 16:  # four 2x2 poolings
+        raise ValueError(f"small_cnn needs images of at least 16x16, got {input_shape}")
     channels = [input_shape[0], width, 2 * width, 4 * width, 4 * width]
     blocks = [_block(a, b) for a, b in itertools.pairwise(channels)]
     trunk = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())

@@ -31,6 +31,7 @@ from dmlopt.seeding import derive_seed
 from dmlopt.study.cross_validation import search_folds
 from dmlopt.study.export import best_params
 from dmlopt.study.progress import Progress
+from dmlopt.study.runner import FINISHED, IN_FLIGHT, check_same_search, wait_for_workers
 from dmlopt.study.storage import AlreadyScored, ScoreBook
 
 FINAL_STREAM = 1  # seeds of final reruns, apart from the search's
@@ -99,24 +100,36 @@ class FinalStage:
     """Retrains and scores each loss of a study; refuses a second scoring unless ``rescore``."""
 
     def __init__(
-        self, config: StudyConfig, storage: optuna.storages.BaseStorage, book: ScoreBook
+        self,
+        config: StudyConfig,
+        storage: optuna.storages.BaseStorage,
+        book: ScoreBook,
+        *,
+        wait_for_workers: bool = False,
     ) -> None:
         self.config = config
         self.storage = storage
         self.book = book
+        self.wait_for_workers = wait_for_workers
 
-    def check_not_scored(self, rescore: bool) -> None:
-        """Refuse before any work (and before the test set is opened) if already scored."""
-        scored = [
-            self.config.study_name(loss)
+    def losses_to_score(self, rescore: bool) -> list[str]:
+        """The losses this final stage scores: all with ``rescore``, else those never scored
+        (a final stage that stopped midway can be completed). Nothing left is a refusal, made
+        before any work and before the test set is opened."""
+        if rescore:
+            return list(self.config.losses)
+        todo = [
+            loss
             for loss in self.config.losses
-            if self.book.latest(self.config.study_name(loss)) is not None
+            if self.book.latest(self.config.study_name(loss)) is None
         ]
-        if scored and not rescore:
+        if not todo:
+            names = ", ".join(self.config.study_name(loss) for loss in self.config.losses)
             raise AlreadyScored(
-                f"the test set of {', '.join(scored)} was already scored; "
+                f"the test set of {names} was already scored; "
                 "pass --rescore to score it again (it is recorded as a rescore)"
             )
+        return todo
 
     def config_for(self, loss: str) -> Chosen:
         """The parameters to retrain and the val MAP@R (mean, std over folds) that chose them."""
@@ -129,14 +142,24 @@ class FinalStage:
             study = optuna.load_study(study_name=name, storage=self.storage)
         except KeyError:
             raise DmloptError(f"no study {name} in this storage: run the search first") from None
+        check_same_search(self.config, loss, study)
+        if self.wait_for_workers:
+            wait_for_workers(study)
+        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        running = len(study.get_trials(deepcopy=False, states=IN_FLIGHT))
+        if running or finished < self.config.search.n_trials:
+            raise DmloptError(
+                f"the search of {name} is not finished ({finished} of "
+                f"{self.config.search.n_trials} trials, {running} running): the test set is "
+                "scored once, so only after the whole search"
+            )
         params, trial = best_params(self.config, loss, study)
         assert trial.value is not None
         return Chosen(params, trial.value, trial.user_attrs.get("val_map_at_r_std"))
 
     def run(self, *, rescore: bool = False) -> dict[str, Any]:
-        self.check_not_scored(rescore)
-        # every loss's config first: a missing search fails before any training
-        chosen = {loss: self.config_for(loss) for loss in self.config.losses}
+        # every loss's config first: a missing or unfinished search fails before any training
+        chosen = {loss: self.config_for(loss) for loss in self.losses_to_score(rescore)}
         dataset = open_dataset(self.config.dataset)
         _, test_classes = paper_split(dataset.num_classes)
         setup = TestSetup(
@@ -158,6 +181,7 @@ class FinalStage:
                 "test": summarize_runs(runs),
                 "untrained": untrained,
                 "params": choice.params,
+                "seeds": [[self._seed(r, i) for i in range(len(setup.folds))] for r in reruns],
             }
             self.book.record(self.config.study_name(loss), entry, rescore=rescore)
         return self.results()

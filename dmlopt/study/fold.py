@@ -16,6 +16,7 @@ from dmlopt import losses
 from dmlopt.config import StudyConfig
 from dmlopt.data.base import MetricDataset, Samples
 from dmlopt.data.datamodule import FoldDataModule, eval_loader
+from dmlopt.hardware import device_for
 from dmlopt.lit.callbacks import MONITOR, EpochListener, KeepBest
 from dmlopt.lit.module import MetricLearningModule
 from dmlopt.models import build_model
@@ -111,9 +112,10 @@ def train_fold(
 
 
 def embed(module: MetricLearningModule, samples: Samples, config: StudyConfig) -> np.ndarray:
-    """L2-normalised embeddings of ``samples``, in order."""
-    module.eval()
-    device = module.device
+    """L2-normalised embeddings of ``samples``, in order, on the training device (Lightning moves
+    a module back to the CPU after fitting)."""
+    device = device_for(config.training)
+    module.to(device).eval()
     parts = [module.embed(x.to(device)).cpu() for x, _ in eval_loader(samples, config.training)]
     return torch.cat(parts).numpy() if parts else np.empty((0, config.model.embedding_dim))
 

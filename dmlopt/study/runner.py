@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from dmlopt.config import StudyConfig
+from dmlopt.config import FinalConfig, StudyConfig
 from dmlopt.data.base import MetricDataset
+from dmlopt.errors import DmloptError
+from dmlopt.seeding import derive_seed
 from dmlopt.study.cross_validation import search_folds
 from dmlopt.study.progress import Progress
 
@@ -27,13 +30,28 @@ PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
 }
 
 
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+IN_FLIGHT = (TrialState.RUNNING, TrialState.WAITING)
+WAIT_SECONDS = 10  # polling interval while other workers finish their trials
+
+
 def open_study(
     config: StudyConfig, loss: str, storage: optuna.storages.BaseStorage, *, seed: int | None
 ) -> optuna.Study:
-    """The Optuna study ``<study>/<loss>``, created on first use, carrying its study file."""
+    """The Optuna study ``<study>/<loss>``, created on first use, carrying its study file.
+
+    A study that exists must have been searched with the same settings: trials trained under
+    different ones cannot be compared. The sampler's seed moves on with the number of trials,
+    so a resumed search does not repeat the trials it already ran."""
+    name = config.study_name(loss)
+    study = optuna.load_study(study_name=name, storage=storage) if _exists(storage, name) else None
+    if study is not None:
+        check_same_search(config, loss, study)
+    if seed is not None and study is not None and study.trials:
+        seed = derive_seed(seed, len(study.trials))
     study = optuna.create_study(
         storage=storage,
-        study_name=config.study_name(loss),
+        study_name=name,
         direction="maximize",
         sampler=SAMPLERS[config.search.sampler](seed),
         pruner=PRUNERS[config.search.pruner](),
@@ -43,6 +61,51 @@ def open_study(
         public = config.model_copy(update={"storage": None})
         study.set_user_attr(CONFIG_ATTR, public.model_dump(mode="json"))
     return study
+
+
+def _exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _searched_settings(config: StudyConfig, loss: str) -> dict[str, object]:
+    """What must not change between the trials of one study: all but the loss's siblings, the
+    budget, the final stage and the storage."""
+    return config.model_copy(
+        update={
+            "losses": {loss: config.losses[loss]},
+            "search": config.search.model_copy(update={"n_trials": 1}),
+            "final": FinalConfig(),
+            "storage": None,
+        }
+    ).model_dump(mode="json")
+
+
+def check_same_searches(config: StudyConfig, storage: optuna.storages.BaseStorage) -> None:
+    """:func:`check_same_search` for every loss of ``config`` that was searched before."""
+    for loss in config.losses:
+        name = config.study_name(loss)
+        if _exists(storage, name):
+            check_same_search(config, loss, optuna.load_study(study_name=name, storage=storage))
+
+
+def check_same_search(config: StudyConfig, loss: str, study: optuna.Study) -> None:
+    """Refuse a study file that differs from the one ``study`` was searched with."""
+    if CONFIG_ATTR not in study.user_attrs:
+        return
+    stored, current = (
+        _searched_settings(stored_config(study), loss),
+        _searched_settings(config, loss),
+    )
+    changed = [key for key in current if current[key] != stored.get(key)]
+    if changed:
+        raise DmloptError(
+            f"the study file differs from the one {study.study_name} was searched with "
+            f"(in {', '.join(changed)}): restore it or use a new study name"
+        )
 
 
 def search(
@@ -56,36 +119,43 @@ def search(
     """Run trials for every loss until each study holds ``search.n_trials`` finished trials.
 
     Several processes may run this on one storage (distributed workers): the trial budget is
-    shared through the database, not counted per process.
+    shared through the database, not counted per process. Other workers' running trials count
+    against it, so workers that each see one trial left do not all start one; workers finishing
+    at the same instant can still overrun it by at most one trial each.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     folds = search_folds(config, dataset)
     n_trials = config.search.n_trials
-    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    counted = (*FINISHED, *IN_FLIGHT)
     for loss in config.losses:
         study = open_study(config, loss, storage, seed=seed)
-        done = len(study.get_trials(states=finished))
+        done = len(study.get_trials(states=counted))
         progress = Progress(loss, n_trials)
-        progress.bar.update(min(done, n_trials))
-        if done < n_trials:
-            from dmlopt.study.objective import CrossValidationObjective  # imports Lightning
+        progress.bar.update(min(len(study.get_trials(states=FINISHED)), n_trials))
+        try:
+            if done < n_trials:
+                from dmlopt.study.objective import CrossValidationObjective  # imports Lightning
 
-            objective = CrossValidationObjective(config, loss, dataset, folds, progress)
-            study.optimize(
-                objective,
-                n_trials=n_trials - done,
-                # Counting other workers' running trials keeps the shared budget from being
-                # overrun by workers that each see one trial left.
-                callbacks=[
-                    MaxTrialsCallback(n_trials, states=(*finished, TrialState.RUNNING)),
-                    progress,
-                ],
-                catch=(),
-            )
-        progress.close()
+                objective = CrossValidationObjective(config, loss, dataset, folds, progress)
+                study.optimize(
+                    objective,
+                    n_trials=n_trials - done,
+                    callbacks=[MaxTrialsCallback(n_trials, states=counted), progress],
+                    catch=(),
+                )
+        finally:
+            progress.close()
         if on_loss_done is not None:
             on_loss_done(loss, study)
+
+
+def wait_for_workers(study: optuna.Study) -> None:
+    """Block until no trial of ``study`` is running (other workers' included), failing the
+    trials of workers whose heartbeat stopped so that a dead worker cannot block forever."""
+    while study.get_trials(deepcopy=False, states=IN_FLIGHT):
+        optuna.storages.fail_stale_trials(study)
+        time.sleep(WAIT_SECONDS)
 
 
 def stored_config(study: optuna.Study) -> StudyConfig:
