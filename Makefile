@@ -13,7 +13,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The quickstart starts afresh each time: its test set may be scored only once per study.
 quickstart: $(STAMP)
+	rm -rf runs/quickstart
 	$(BIN)/dmlopt run studies/quickstart.yaml
 
 test: $(STAMP)

@@ -1,13 +1,15 @@
 """The ``dmlopt`` command line.
 
-Heavy imports (torch, Lightning) happen inside the commands that train, so ``check``,
-``losses`` and every error message stay quick. Bad input prints one ``error: ...`` line and
-exits with status 2.
+Heavy imports happen inside the commands that need them: Lightning only where a model trains,
+so ``check``, ``losses`` and every error message stay quick. Bad input prints one
+``error: ...`` line and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -134,12 +136,11 @@ def _finish(final: FinalStage, out: Path, *, rescore: bool) -> None:
     from dmlopt.report.collect import collect
     from dmlopt.report.figures import report_html
     from dmlopt.report.table import format_table
-    from dmlopt.study.final import write_final_json
 
     results = final.run(rescore=rescore)
-    write_final_json(results, out / "final.json")
+    _write(out / "final.json", json.dumps(results, indent=2) + "\n")
     studies = collect(final.storage, final.book, final.config.study)
-    (out / "report.html").write_text(report_html(studies))
+    _write(out / "report.html", report_html(studies))
     print(format_table(results))
     print(f"\nresults: {out / 'final.json'}, {out / 'report.html'}")
 
@@ -150,9 +151,18 @@ def _export_to(out: Path, study: optuna.Study) -> None:
 
     config = export_best(study)
     assert config.exported_from is not None
-    path = out / "best" / f"{config.exported_from.loss}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_study(config))
+    _write(out / "best" / f"{config.exported_from.loss}.yaml", dump_study(config))
+
+
+def _write(path: Path, text: str) -> None:
+    """Write atomically (workers sharing a folder never see half a file), folders created."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(text)
+        os.replace(partial, path)
+    except OSError as e:
+        raise DmloptError(f"cannot write {path}: {e.strerror}") from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -173,7 +183,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise DmloptError(f"no study {args.name!r} in {redact(url)}") from None
     text = dump_study(export_best(study))
     if args.output:
-        Path(args.output).write_text(text)
+        _write(Path(args.output), text)
     else:
         print(text, end="")
     return 0
@@ -187,10 +197,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.storage is None and args.study is None:
         raise DmloptError("report needs --storage URL or --study NAME (for runs/<study>/study.db)")
     url = storage_url(args.storage, None, _out_dir(args, args.study or ""))
-    studies = collect(open_storage(url, create=False), ScoreBook(url), args.study)
+    studies = collect(open_storage(url, create=False), ScoreBook(url, create=False), args.study)
     if not studies:
         raise DmloptError(f"no dmlopt study in {redact(url)}")
-    Path(args.output).write_text(report_html(studies))
+    _write(Path(args.output), report_html(studies))
     print(f"report: {args.output}")
     return 0
 

@@ -115,3 +115,36 @@ def test_dashboard_serves_the_studies_on_localhost(stored: dict[str, Any]) -> No
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_redact_masks_passwords_in_the_userinfo_and_the_query() -> None:
+    from dmlopt.study.storage import redact
+
+    assert "hunter2" not in redact("postgresql://u:hunter2@db:5432/x")
+    masked = redact("postgresql://u@db/x?password=hunter2&sslmode=require")
+    assert "hunter2" not in masked and "sslmode=require" in masked
+
+
+def test_report_of_an_exported_final_shows_its_scores(
+    stored: dict[str, Any], tmp_path: Path
+) -> None:
+    best = tmp_path / "best.yaml"
+    assert main(["export", "tiny/contrastive", "--out", str(stored["out"]), "-o", str(best)]) == 0
+    out = tmp_path / "exported"
+    assert main(["final", str(best), "--out", str(out)]) == 0
+    url = f"sqlite:///{out / 'study.db'}"
+    studies = collect(open_storage(url, create=False), ScoreBook(url, create=False))
+    (result,) = studies["tiny-contrastive-best"].values()
+    assert result.trials == [] and result.test is not None  # scored without a search
+    assert "tiny-contrastive-best" in (out / "report.html").read_text()
+
+
+def test_a_read_only_score_book_creates_nothing(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "empty.db"
+    sqlite3.connect(db).close()
+    book = ScoreBook(f"sqlite:///{db}", create=False)
+    assert book.study_names() == [] and book.latest("x/y") is None
+    tables = sqlite3.connect(db).execute("select name from sqlite_master").fetchall()
+    assert tables == []

@@ -12,7 +12,8 @@ MONITOR = "val/map_at_r"
 
 
 class KeepBest(pl.Callback):
-    """The best ``val/map_at_r`` so far, the epoch it was reached, and a copy of those weights."""
+    """The best ``val/map_at_r`` so far, the epoch (1-based) it was reached, and a copy of
+    those weights."""
 
     def __init__(self) -> None:
         self.best_score = float("-inf")
@@ -23,7 +24,7 @@ class KeepBest(pl.Callback):
         score = trainer.callback_metrics.get(MONITOR)
         if score is not None and float(score) > self.best_score:
             self.best_score = float(score)
-            self.best_epoch = trainer.current_epoch
+            self.best_epoch = trainer.current_epoch + 1  # 1-based, like the epoch count
             self.best_state = copy.deepcopy(pl_module.state_dict())
 
 

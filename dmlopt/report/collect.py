@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from dmlopt.study.runner import CONFIG_ATTR
 from dmlopt.study.storage import ScoreBook
@@ -29,37 +28,36 @@ class LossResult:
 def collect(
     storage: optuna.storages.BaseStorage, book: ScoreBook, study: str | None = None
 ) -> dict[str, dict[str, LossResult]]:
-    """``{study: {loss: LossResult}}`` for every dmlopt study in ``storage`` (or just ``study``)."""
+    """``{study: {loss: LossResult}}`` for every dmlopt study in ``storage`` (or just ``study``):
+    the searched ones, and the scored ones without a search (exported best configs)."""
+    searched = [
+        s.study_name
+        for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+        if CONFIG_ATTR in s.user_attrs and "/" in s.study_name
+    ]
     out: dict[str, dict[str, LossResult]] = {}
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        name = summary.study_name
-        if CONFIG_ATTR not in summary.user_attrs or "/" not in name:
-            continue  # not a dmlopt study
+    for name in sorted(set(searched) | set(book.study_names())):
         study_name, _, loss = name.partition("/")
-        if study is not None and study_name != study:
-            continue
-        out.setdefault(study_name, {})[loss] = _loss_result(storage, book, name, loss)
+        if study is None or study_name == study:
+            trials = _trials(storage, name) if name in searched else []
+            out.setdefault(study_name, {})[loss] = _loss_result(book, name, loss, trials)
     return out
 
 
-def _loss_result(
-    storage: optuna.storages.BaseStorage, book: ScoreBook, name: str, loss: str
-) -> LossResult:
-    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+def _trials(storage: optuna.storages.BaseStorage, name: str) -> list[FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def _loss_result(book: ScoreBook, name: str, loss: str, trials: list[FrozenTrial]) -> LossResult:
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     best = max(complete, key=lambda t: t.value or 0.0, default=None)
     latest = book.latest(name)
-    test = None if latest is None else {**latest[1], "rescored": latest[0] > 0}
-    std = None
-    if best is not None:
-        folds = best.user_attrs.get("fold_scores", [])
-        std = statistics.stdev(folds) if len(folds) > 1 else None
     return LossResult(
         loss=loss,
         trials=[(t.number, float(t.value)) for t in complete if t.value is not None],
         pruned=sum(t.state == TrialState.PRUNED for t in trials),
         best_value=None if best is None else best.value,
-        best_std=std,
-        test=test,
+        best_std=None if best is None else best.user_attrs.get("val_map_at_r_std"),
+        test=None if latest is None else {**latest[1], "rescored": latest[0] > 0},
         best_params={} if best is None else dict(best.params),
     )

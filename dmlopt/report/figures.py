@@ -9,16 +9,14 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dmlopt.report.collect import LossResult
-from dmlopt.report.table import format_table
-
-KINDS = ("concatenated", "separated")
+from dmlopt.report.table import KINDS, format_table
 
 
 def scores_figure(results: Mapping[str, LossResult], metric: str = "map_at_r") -> go.Figure:
     """Test ``metric`` per loss with its 95% interval over reruns, both embedding kinds."""
     scored = {k: r.test for k, r in results.items() if r.test is not None}
     fig = go.Figure()
-    for kind in KINDS:
+    for kind, _ in KINDS:
         means = [100 * t["test"][kind][metric]["mean"] for t in scored.values()]
         lows = [100 * t["test"][kind][metric]["ci95"][0] for t in scored.values()]
         highs = [100 * t["test"][kind][metric]["ci95"][1] for t in scored.values()]

@@ -8,11 +8,9 @@ again. Both are summarised over reruns as mean and 95% Student-t interval.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -232,9 +230,4 @@ class FinalStage:
         return score_embeddings(embeddings, setup.test.labels)
 
 
-def write_final_json(results: Mapping[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-
-
-__all__ = ["FinalStage", "summarize", "write_final_json"]
+__all__ = ["FinalStage", "summarize"]

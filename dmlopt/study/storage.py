@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
@@ -36,12 +37,17 @@ def storage_url(cli: str | None, study_file: str | None, out_dir: Path) -> str:
     return url or f"sqlite:///{out_dir / 'study.db'}"
 
 
+_SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "secret", "token")
+
+
 def redact(url: str) -> str:
-    """The URL with any password masked, for messages and files."""
+    """The URL with any password masked (also one passed as a query parameter)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except (ArgumentError, ValueError):
         return "<malformed storage URL>"
+    hidden = {k: "***" for k in parsed.query if any(s in k.lower() for s in _SECRET_QUERY_KEYS)}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
@@ -107,7 +113,8 @@ test_scores = sa.Table(
     sa.Column("study_name", sa.String(512), nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
-    sa.Column("result", sa.Text, nullable=False),
+    # MySQL's TEXT stops at 64 KB; a result with many reruns can be larger.
+    sa.Column("result", sa.Text().with_variant(mysql.LONGTEXT(), "mysql"), nullable=False),
     sa.UniqueConstraint("study_name", "attempt", name="dmlopt_test_scored_once"),
 )
 
@@ -125,12 +132,30 @@ class AlreadyScored(DmloptError):
 class ScoreBook:
     """The record of test-set scorings, one row per scoring, in the study's database."""
 
-    def __init__(self, url: str) -> None:
-        _prepare(url)
-        self.engine = _creating_tables(url, lambda: _create_score_table(url))
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """``create=False`` opens it read-only: no table is created (reports only read)."""
+        _prepare(url, create=create)
+        if create:
+            self.engine = _creating_tables(url, lambda: _create_score_table(url))
+            self.exists = True
+        else:
+            self.engine = _creating_tables(url, lambda: sa.create_engine(url))
+            self.exists = _creating_tables(
+                url, lambda: sa.inspect(self.engine).has_table(test_scores.name)
+            )
+
+    def study_names(self) -> list[str]:
+        """Every ``<study>/<loss>`` with a recorded scoring."""
+        if not self.exists:
+            return []
+        query = sa.select(test_scores.c.study_name).distinct().order_by(test_scores.c.study_name)
+        with self.engine.connect() as conn:
+            return [row.study_name for row in conn.execute(query)]
 
     def latest(self, study_name: str) -> tuple[int, dict[str, Any]] | None:
         """``(attempt, result)`` of the newest scoring of ``study_name``, or ``None``."""
+        if not self.exists:
+            return None
         query = (
             sa.select(test_scores.c.attempt, test_scores.c.result)
             .where(test_scores.c.study_name == study_name)
