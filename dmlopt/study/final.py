@@ -170,8 +170,10 @@ class FinalStage:
         )
         for loss, choice in chosen.items():
             progress = Progress(f"final {loss}", len(reruns) * len(setup.folds))
-            runs = [self._trained_run(loss, choice.params, setup, r, progress) for r in reruns]
-            progress.close()
+            try:
+                runs = [self._trained_run(loss, choice.params, setup, r, progress) for r in reruns]
+            finally:
+                progress.close()
             entry = {
                 "val_map_at_r": choice.val_map_at_r,
                 "val_map_at_r_std": choice.val_map_at_r_std,

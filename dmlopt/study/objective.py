@@ -74,4 +74,5 @@ class CrossValidationObjective:
                 raise optuna.TrialPruned(f"pruned after fold {i + 1}")
         std = statistics.stdev(scores) if len(scores) > 1 else 0.0
         trial.set_user_attr("val_map_at_r_std", std)
+        trial.set_user_attr("val_map_at_r_sem", std / len(scores) ** 0.5)  # PROTOCOL section 4
         return statistics.fmean(scores)
