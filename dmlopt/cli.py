@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dmlopt.models import build_model
     from dmlopt.study.cross_validation import search_folds
     from dmlopt.study.final import FinalStage
-    from dmlopt.study.runner import check_same_searches, search
+    from dmlopt.study.runner import search
 
     config = load_study(args.study)
     if config.exported_from is not None:
@@ -106,7 +106,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     build_model(config.model, dataset.input_shape)
     check_hardware(config.training)
     out, storage, book = _open(args, config.study, config.storage)
-    check_same_searches(config, storage)
     final = None
     if not args.no_final:
         final = FinalStage(config, storage, book, wait_for_workers=True)

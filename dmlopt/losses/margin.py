@@ -3,16 +3,16 @@
 Beta is a trained parameter without weight decay (decay would pull the boundary to zero).
 """
 
+from dataclasses import replace
+
 from dmlopt.losses.registry import LossSpec, register
 from dmlopt.search_space import Range
 
-MARGIN_SPACE = {"margin": Range(-0.2, 2.0), "beta": Range(-0.2, 2.0)}
-
-register(
+MARGIN = register(
     LossSpec(
         key="margin",
         loss_class="MarginLoss",
-        space=MARGIN_SPACE,
+        space={"margin": Range(-0.2, 2.0), "beta": Range(-0.2, 2.0)},
         fixed={"nu": 0.0, "learn_beta": True},
         has_parameters=True,
         parameter_weight_decay=0.0,
@@ -21,14 +21,10 @@ register(
 )
 
 register(
-    LossSpec(
+    replace(
+        MARGIN,
         key="margin_per_class",
-        loss_class="MarginLoss",
-        space=MARGIN_SPACE,
-        fixed={"nu": 0.0, "learn_beta": True},
         needs_num_classes=True,
-        has_parameters=True,
-        parameter_weight_decay=0.0,
         summary="margin loss with one learned beta per training class",
     )
 )

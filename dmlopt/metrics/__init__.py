@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from dmlopt.metrics.knn import nearest
-from dmlopt.metrics.retrieval import scores_from_neighbours
+from dmlopt.metrics.retrieval import NO_SCORES, scores_from_neighbours
 
 
 def retrieval_scores(
@@ -59,7 +59,7 @@ def retrieval_scores_or_zero(embeddings: np.ndarray, labels: np.ndarray) -> dict
     """:func:`retrieval_scores` of a model's own embeddings, where a model whose embeddings are
     not finite (training diverged) retrieves nothing: every score 0."""
     if not np.isfinite(embeddings).all():
-        return dict.fromkeys(("map_at_r", "r_precision", "precision_at_1"), 0.0)
+        return dict(NO_SCORES)
     return retrieval_scores(embeddings, labels)
 
 

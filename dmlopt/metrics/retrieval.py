@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The scores of a set with no valid query, or of a model whose embeddings are not finite.
+NO_SCORES = {"map_at_r": 0.0, "r_precision": 0.0, "precision_at_1": 0.0}
+
 
 def scores_from_neighbours(
     neighbour_labels: np.ndarray, query_labels: np.ndarray, relevant_counts: np.ndarray
@@ -21,7 +24,7 @@ def scores_from_neighbours(
     """
     keep = relevant_counts > 0
     if not keep.any():
-        return {"map_at_r": 0.0, "r_precision": 0.0, "precision_at_1": 0.0}
+        return dict(NO_SCORES)
     labels = neighbour_labels[keep]
     r = relevant_counts[keep]
     k = labels.shape[1]

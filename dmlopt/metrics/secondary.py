@@ -16,8 +16,6 @@ from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_s
 from dmlopt.metrics.knn import nearest
 
 RECALL_KS = (1, 2, 4, 8)
-#: The secondary scores of a model whose embeddings are not finite.
-DIVERGED_SECONDARY = {**{f"recall_at_{k}": 0.0 for k in RECALL_KS}, "nmi": 0.0, "ami": 0.0}
 
 
 def recall_at_k(
@@ -57,4 +55,7 @@ def clustering_scores(
 
 
 def secondary_scores(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Recall@K, NMI and AMI; all 0 for a model whose embeddings are not finite (diverged)."""
+    if not np.isfinite(embeddings).all():
+        return {**{f"recall_at_{k}": 0.0 for k in RECALL_KS}, "nmi": 0.0, "ami": 0.0}
     return {**recall_at_k(embeddings, labels), **clustering_scores(embeddings, labels)}

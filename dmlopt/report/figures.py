@@ -6,7 +6,6 @@ import html
 from collections.abc import Mapping
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from dmlopt.report.collect import LossResult
 from dmlopt.report.table import KINDS, format_table
@@ -33,7 +32,7 @@ def scores_figure(results: Mapping[str, LossResult], metric: str = "map_at_r") -
 
 def search_figure(results: Mapping[str, LossResult]) -> go.Figure:
     """Mean val MAP@R of each completed trial, and the best so far, per loss."""
-    fig = make_subplots(rows=1, cols=1)
+    fig = go.Figure()
     for loss, r in results.items():
         numbers = [n for n, _ in r.trials]
         values = [v for _, v in r.trials]
@@ -48,7 +47,7 @@ def report_html(studies: Mapping[str, Mapping[str, LossResult]]) -> str:
     """One page: per study, the comparison table and the two figures (plotly.js embedded, so
     the page works offline)."""
     parts = ["<html><head><meta charset='utf-8'><title>dmlopt report</title></head><body>"]
-    include_js: bool | str = True
+    include_js = True  # plotly.js once, in the first figure
     for study, results in studies.items():
         parts.append(f"<h1>{html.escape(study)}</h1>")
         scored = {k: r.test for k, r in results.items() if r.test is not None}

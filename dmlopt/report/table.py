@@ -23,6 +23,12 @@ def _row(name: str, val: str, test: Mapping[str, Any]) -> list[str]:
     return [name, val] + [_cell(test[kind][m]) for kind, _ in KINDS for m, _ in METRICS]
 
 
+def _line(cells: list[str], widths: list[int]) -> str:
+    """The first column left-aligned, the numbers right-aligned."""
+    (name, width), *numbers = zip(cells, widths, strict=True)
+    return "  ".join([name.ljust(width), *(c.rjust(w) for c, w in numbers)])
+
+
 def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """Per loss: best mean val MAP@R of the search (± its std over folds), then test MAP@R,
     R-Precision and P@1 (%, mean ± half the 95% interval over reruns), concatenated and
@@ -35,10 +41,7 @@ def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     for loss, entry in results.items():
         rows.append(_row(loss + ("*" if entry.get("rescored") else ""), _val(entry), entry["test"]))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: B905
-        for row in [header, *rows]
-    ]
+    lines = [_line(row, widths) for row in [header, *rows]]
     lines.insert(1, "-" * len(lines[0]))
     lines.append(f"test metrics in %, mean ± half of the 95% interval over {first['runs']} reruns")
     if any(e.get("rescored") for e in results.values()):

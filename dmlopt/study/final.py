@@ -22,8 +22,8 @@ from dmlopt.data import open_dataset
 from dmlopt.data.base import MetricDataset, Samples
 from dmlopt.data.splits import Fold, paper_split
 from dmlopt.errors import DmloptError
-from dmlopt.metrics import retrieval_scores, retrieval_scores_or_zero
-from dmlopt.metrics.secondary import DIVERGED_SECONDARY, secondary_scores
+from dmlopt.metrics import retrieval_scores_or_zero
+from dmlopt.metrics.secondary import secondary_scores
 from dmlopt.search_space import Value, fix
 from dmlopt.seeding import derive_seed
 from dmlopt.study.cross_validation import search_folds
@@ -56,9 +56,11 @@ def score_embeddings(
     retrieval metrics, plus Recall@K, NMI and AMI for comparison with older papers."""
 
     def scores(embeddings: np.ndarray) -> dict[str, float]:
-        if not np.isfinite(embeddings).all():  # a diverged retrain: counted, scored as nothing
-            return {**retrieval_scores_or_zero(embeddings, labels), **DIVERGED_SECONDARY}
-        return {**retrieval_scores(embeddings, labels), **secondary_scores(embeddings, labels)}
+        # a diverged retrain counts as a rerun that retrieves nothing
+        return {
+            **retrieval_scores_or_zero(embeddings, labels),
+            **secondary_scores(embeddings, labels),
+        }
 
     separated = [scores(e) for e in per_fold]
     concatenated = np.concatenate(per_fold, axis=1)

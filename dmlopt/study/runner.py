@@ -40,15 +40,12 @@ def open_study(
 ) -> optuna.Study:
     """The Optuna study ``<study>/<loss>``, created on first use, carrying its study file.
 
-    A study that exists must have been searched with the same settings: trials trained under
-    different ones cannot be compared. The sampler's seed moves on with the number of trials,
-    so a resumed search does not repeat the trials it already ran."""
+    The sampler's seed moves on with the number of trials, so a resumed search does not repeat
+    the trials it already ran."""
     name = config.study_name(loss)
-    study = optuna.load_study(study_name=name, storage=storage) if _exists(storage, name) else None
-    if study is not None:
-        check_same_search(config, loss, study)
-    if seed is not None and study is not None and study.trials:
-        seed = derive_seed(seed, len(study.trials))
+    ran = _trial_count(storage, name)
+    if seed is not None and ran:
+        seed = derive_seed(seed, ran)
     study = optuna.create_study(
         storage=storage,
         study_name=name,
@@ -63,12 +60,12 @@ def open_study(
     return study
 
 
-def _exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+def _trial_count(storage: optuna.storages.BaseStorage, name: str) -> int | None:
+    """Trials the study ``name`` holds, or ``None`` when there is no such study."""
     try:
-        storage.get_study_id_from_name(name)
+        return storage.get_n_trials(storage.get_study_id_from_name(name))
     except KeyError:
-        return False
-    return True
+        return None
 
 
 def _searched_settings(config: StudyConfig, loss: str) -> dict[str, object]:
@@ -88,7 +85,7 @@ def check_same_searches(config: StudyConfig, storage: optuna.storages.BaseStorag
     """:func:`check_same_search` for every loss of ``config`` that was searched before."""
     for loss in config.losses:
         name = config.study_name(loss)
-        if _exists(storage, name):
+        if _trial_count(storage, name) is not None:
             check_same_search(config, loss, optuna.load_study(study_name=name, storage=storage))
 
 
@@ -125,6 +122,8 @@ def search(
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    # Trials trained under other settings cannot be compared: refuse before training any.
+    check_same_searches(config, storage)
     folds = search_folds(config, dataset)
     n_trials = config.search.n_trials
     counted = (*FINISHED, *IN_FLIGHT)

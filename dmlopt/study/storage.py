@@ -27,7 +27,7 @@ from dmlopt.errors import DmloptError
 T = TypeVar("T")
 
 HEARTBEAT_SECONDS = 60  # a worker that stops beating this long is presumed dead
-CREATE_ATTEMPTS = 3  # see _creating_tables
+CREATE_ATTEMPTS = 3  # see _opening
 RETRIES = 2  # a dead worker's trial is queued again this many times
 
 
@@ -58,7 +58,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
     _prepare(url, create=create)
     # Heartbeats are "experimental" in Optuna's terms but are how dead workers are detected.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return _creating_tables(
+    return _opening(
         url,
         lambda: optuna.storages.RDBStorage(
             url,
@@ -70,8 +70,8 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
     )
 
 
-def _creating_tables(url: str, open_: Callable[[], T]) -> T:
-    """``open_()``, which may create tables, with database errors as user errors.
+def _opening(url: str, open_: Callable[[], T]) -> T:
+    """``open_()``, which connects and may create tables, with database errors as user errors.
 
     Workers launched together on an empty database race to create the same tables; the losers
     see "already exists" errors and succeed once the winner is done, so a failure is retried
@@ -119,12 +119,6 @@ test_scores = sa.Table(
 )
 
 
-def _create_score_table(url: str) -> sa.Engine:
-    engine = sa.create_engine(url)
-    _metadata.create_all(engine)
-    return engine
-
-
 class AlreadyScored(DmloptError):
     """A test set that was scored before, and no rescore was asked for."""
 
@@ -135,14 +129,15 @@ class ScoreBook:
     def __init__(self, url: str, *, create: bool = True) -> None:
         """``create=False`` opens it read-only: no table is created (reports only read)."""
         _prepare(url, create=create)
-        if create:
-            self.engine = _creating_tables(url, lambda: _create_score_table(url))
-            self.exists = True
-        else:
-            self.engine = _creating_tables(url, lambda: sa.create_engine(url))
-            self.exists = _creating_tables(
-                url, lambda: sa.inspect(self.engine).has_table(test_scores.name)
-            )
+
+        def connect() -> tuple[sa.Engine, bool]:
+            engine = sa.create_engine(url)
+            if create:
+                _metadata.create_all(engine)
+                return engine, True
+            return engine, sa.inspect(engine).has_table(test_scores.name)
+
+        self.engine, self.exists = _opening(url, connect)
 
     def study_names(self) -> list[str]:
         """Every ``<study>/<loss>`` with a recorded scoring."""
