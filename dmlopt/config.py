@@ -1,7 +1,7 @@
 """The study file: its schema, loading with one-line errors, and dumping (the export format).
 
 One study file is one comparison: everything but the loss is shared by every method in it,
-which is how fairness is built in (DESIGN.md section 2). Unknown keys are errors.
+which is how fairness is built in (docs/protocol.md). Unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -139,6 +139,10 @@ class TrainingConfig(Schema):
     optimizer: OptimizerConfig = OptimizerConfig()
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    # Lightning's ``deterministic``: true asks torch for deterministic algorithms (an error on
+    # GPU ops that have none), "warn" only warns about those. CPU runs are bit-reproducible
+    # either way; see docs/protocol.md for what it costs on a GPU.
+    deterministic: bool | Literal["warn"] = False
     num_workers: int = Field(0, ge=0)
     eval_batch_size: PositiveInt = 256
 
@@ -157,9 +161,13 @@ class TrainingConfig(Schema):
 
 
 class SearchConfig(Schema):
+    """``pruner: none`` is the paper's protocol (every trial trains all its folds); ``median``
+    stops a trial whose folds so far score below the median of other trials on the same folds
+    (docs/protocol.md explains its bias and saving)."""
+
     n_trials: PositiveInt = 12
     sampler: Literal["tpe", "random"] = "tpe"
-    pruner: Literal["median", "none"] = "median"
+    pruner: Literal["median", "none"] = "none"
     seed: int = Field(0, ge=0, lt=2**32)
 
 

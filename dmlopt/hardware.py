@@ -23,3 +23,10 @@ def check_hardware(training: TrainingConfig) -> None:
     on_gpu = device_for(training).type == "cuda"
     if training.precision == "bf16-mixed" and on_gpu and not torch.cuda.is_bf16_supported():
         raise DmloptError("training.precision bf16-mixed: this GPU does not support bfloat16")
+    if training.deterministic is True and on_gpu:
+        # torch raises mid-training on the first op without a deterministic CUDA kernel, and
+        # every built-in trunk has one (the backward of adaptive average pooling).
+        raise DmloptError(
+            "training.deterministic true cannot train on a GPU: the trunks' adaptive average "
+            "pooling has no deterministic CUDA kernel (use deterministic: warn)"
+        )

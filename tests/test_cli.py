@@ -379,7 +379,7 @@ def _parse_losses(text: str) -> dict[str, dict[str, str]]:
     return listed
 
 
-#: the three methods of the first release and their searched parameters (PROTOCOL.md section 8).
+#: the three methods of the first release and their searched parameters (docs/protocol.md).
 CORE = {
     "contrastive": {"loss.pos_margin", "loss.neg_margin"},
     "triplet": {"loss.margin"},

@@ -29,9 +29,17 @@ from tests.conftest import TINY_STUDY
 
 LOSSES = ["contrastive", "multi_similarity"]
 METRICS = {"map_at_r", "r_precision", "precision_at_1"}
-ENTRY_KEYS = {"val_map_at_r", "runs", "rescored", "test"}  # DESIGN.md section 4
-#: documented nowhere in DESIGN.md section 4 but written by FinalStage.run (see the report).
-EXTRA_ENTRY_KEYS = {"untrained", "params", "val_map_at_r_std", "seeds"}
+ENTRY_KEYS = {"val_map_at_r", "runs", "rescored", "test"}  # the final.json contract
+#: beyond the contract, written by FinalStage.run (see the report).
+EXTRA_ENTRY_KEYS = {
+    "untrained",
+    "params",
+    "val_map_at_r_std",
+    "seeds",
+    "reproduction_of",
+    "fingerprints",
+    "diverged",
+}
 
 
 def sqlite_url(path: Path) -> str:
@@ -93,8 +101,8 @@ def test_run_writes_database_best_configs_and_final_json(scored: dict[str, Any])
 
 
 def _check_metric_block(block: Any, runs: int) -> None:
-    """M of DESIGN.md section 4: at least the three retrieval metrics; secondary metrics (Recall@K,
-    NMI, AMI) may sit beside them with the same shape."""
+    """M of the final.json contract: at least the three retrieval metrics; secondary metrics
+    (Recall@K, NMI, AMI) may sit beside them with the same shape."""
     assert isinstance(block, dict) and set(block) >= METRICS, sorted(block)
     for metric, summary in block.items():
         assert set(summary) == {"mean", "ci95", "values"}, metric
@@ -259,7 +267,7 @@ def test_final_on_export_reproduces_without_search(
     scored: dict[str, Any], exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out2"
-    rc, _, err = cli(capsys, "final", exported, "--out", out)
+    rc, table, err = cli(capsys, "final", exported, "--out", out)
     assert rc == 0, err
     storage = sqlite_url(out / "study.db")
     assert optuna.get_all_study_names(storage) == []  # no search, not even an empty study
@@ -269,6 +277,17 @@ def test_final_on_export_reproduces_without_search(
     entry = final["contrastive"]
     assert entry["val_map_at_r"] == original["val_map_at_r"]
     assert entry["rescored"] is False
+    # ... but it is a reproduction, never the scoring of record, wherever it is shown.
+    best = optuna.load_study(study_name="tiny/contrastive", storage=sqlite_url(scored["db"]))
+    assert entry["reproduction_of"] == {
+        "study": "tiny/contrastive",
+        "trial": best.best_trial.number,
+    }
+    assert original["reproduction_of"] is None
+    assert "contrastiveR" in table
+    assert f"reproduction of tiny/contrastive trial {best.best_trial.number}" in table
+    # The same data, so the same fingerprints as the scoring of record.
+    assert entry["fingerprints"] == original["fingerprints"]
     for kind in ("separated", "concatenated"):
         assert set(entry["test"][kind]) == set(original["test"][kind])
         for metric in entry["test"][kind]:

@@ -104,7 +104,7 @@ def test_regulariser_weights_are_passed_as_pytorch_metric_learning_expects() -> 
         {"loss.pos_margin": 0.1, "loss.neg_margin": 1.0, "loss.regularizer_weight": 0.3},
         num_classes=3, embedding_dim=8,
     )  # fmt: skip
-    assert type(snr.embedding_regularizer).__name__ == "ZeroMeanRegularizer"
+    assert type(snr.embedding_regularizer).__name__ == "NormalizedZeroMeanRegularizer"
     assert snr.embedding_reg_weight == 0.3
     soft, _ = losses.get("soft_triple").build(
         {"loss.la": 20, "loss.gamma": 0.1, "loss.reg_weight": 0.2, "loss.margin": 0.01,

@@ -1,4 +1,4 @@
-"""Retrieval metrics (PROTOCOL.md section 5): MAP@R, R-Precision and P@1.
+"""Retrieval metrics: MAP@R, R-Precision and P@1.
 
 Three independent references: pytorch-metric-learning's ``AccuracyCalculator``, a brute-force
 numpy implementation written here, and small cases computed by hand in the comments.
@@ -433,3 +433,15 @@ def test_nearest_excludes_own_index_beyond_the_first_query_block() -> None:
     found = nearest(x, x, 1, exclude_self=True)
     assert found.shape == (n, 1)
     np.testing.assert_array_equal(found[:, 0], np.arange(n) ^ 1)
+
+
+def test_the_worked_example_of_the_protocol_docs() -> None:
+    """docs/protocol.md: a query of class A whose neighbours are A, B, A, A (R = 3)."""
+    query = np.array([[0.0, 0.0]])
+    reference = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [4.0, 0.0]])
+    scores = retrieval_scores(
+        query, np.array([0]), reference=reference, reference_labels=np.array([0, 1, 0, 0])
+    )
+    assert scores["precision_at_1"] == 1.0
+    assert scores["r_precision"] == pytest.approx(2 / 3)
+    assert scores["map_at_r"] == pytest.approx(5 / 9)

@@ -1,4 +1,4 @@
-"""The search never reads a test-class sample: not its image, not its features (DESIGN.md 4).
+"""The search never reads a test-class sample: not its image, not its features.
 
 Each dataset kind is searched with every read recorded (and, for images, with the test-class
 files corrupt, so a read would also crash the search); then the final stage runs and must read

@@ -1,4 +1,4 @@
-"""Class splits: the paper's test split and its class-disjoint folds (PROTOCOL.md section 2).
+"""Class splits: the paper's test split and its class-disjoint folds (docs/protocol.md).
 
 The golden sizes and ranges of CUB-200-2011, Cars196 and Stanford Online Products are written out
 here by hand from the protocol's table, not recomputed with the package's own arithmetic.

@@ -2,7 +2,7 @@
 
 Listing a dataset (its labels, its file names) never reads a sample. A sample is decoded,
 generated or loaded only in :meth:`MetricDataset.read`, so the search, which only ever reads
-train/val indices, cannot touch a test-class sample (DESIGN.md section 4).
+train/val indices, cannot touch a test-class sample.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ class MetricDataset(ABC):
     @abstractmethod
     def read(self, index: int, *, train: bool) -> torch.Tensor:
         """Sample ``index``, with training augmentation when ``train``."""
+
+    def sample_id(self, index: int) -> str:
+        """What identifies sample ``index`` wherever the dataset lives, for fingerprints of a
+        split (:mod:`dmlopt.data.fingerprint`); adapters name the file or the generator."""
+        return str(index)
 
     @property
     def num_classes(self) -> int:

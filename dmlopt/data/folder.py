@@ -33,6 +33,11 @@ class ImageListDataset(MetricDataset):
     def read(self, index: int, *, train: bool) -> torch.Tensor:
         return load_image(self.paths[index], self.transform, train=train)
 
+    def sample_id(self, index: int) -> str:
+        """The image's folder and file name: the same data under another root is the same."""
+        path = self.paths[index]
+        return f"{path.parent.name}/{path.name}"
+
 
 def require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():

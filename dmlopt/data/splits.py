@@ -1,6 +1,6 @@
 """Class splits: the paper's test split and its class-disjoint k-fold cross-validation.
 
-Exactly the arithmetic of the reference implementation (PROTOCOL.md section 2): contiguous,
+Exactly the arithmetic of the paper's reference implementation (docs/protocol.md): contiguous,
 wrap-around ranges of the sorted train/val classes, no shuffle, no seed.
 """
 

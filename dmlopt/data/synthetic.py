@@ -49,6 +49,10 @@ class SyntheticDataset(MetricDataset):
         field = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
         return torch.tanh(2.0 * field / field.std())
 
+    def sample_id(self, index: int) -> str:
+        c = self.config
+        return f"synthetic:{c.seed}:{c.image_size}:{c.channels}:{index}"
+
     def read(self, index: int, *, train: bool) -> torch.Tensor:
         label = int(self.labels[index])
         g = _generator(self.config.seed, _SAMPLE, index)

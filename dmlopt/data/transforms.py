@@ -1,7 +1,7 @@
 """Image decoding and augmentation with Pillow and plain torch (no torchvision).
 
 Training: random resized crop and horizontal flip; evaluation: resize the shorter side and
-center-crop, as the paper (PROTOCOL.md section 3).
+center-crop, as the paper (docs/protocol.md).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,6 +28,10 @@ class MetricLearningModule(pl.LightningModule):
     The loss's own parameters (proxies, class weights, betas) train in their own optimizer
     group with their own learning rate. Validation logs ``val/map_at_r``, ``val/r_precision`` and
     ``val/precision_at_1`` over the val classes, on L2-normalised embeddings.
+
+    A non-finite loss (or non-finite validation embeddings) means training diverged: the step is
+    skipped, training stops, and :attr:`diverged` records where, so that no later checkpoint of
+    non-finite weights is kept (:class:`~dmlopt.lit.callbacks.KeepBest` ignores them).
     """
 
     def __init__(
@@ -50,6 +55,12 @@ class MetricLearningModule(pl.LightningModule):
         self.loss_lr = loss_lr
         self.loss_weight_decay = loss_weight_decay
         self.freeze_batchnorm = freeze_batchnorm
+        self._batchnorms = [
+            m for m in trunk.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
+        #: ``{"epoch": e, "step": s}`` (1-based epoch, optimizer steps done) once training
+        #: diverged, else ``None``.
+        self.diverged: dict[str, int] | None = None
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,17 +72,17 @@ class MetricLearningModule(pl.LightningModule):
         """L2-normalised embeddings for retrieval."""
         return F.normalize(self(x).float(), dim=1)
 
-    def train(self, mode: bool = True) -> MetricLearningModule:
-        super().train(mode)
-        if mode and self.freeze_batchnorm:  # the paper keeps BatchNorm statistics fixed
-            for m in self.trunk.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # The paper keeps the trunk's BatchNorm statistics fixed. Lightning sets module modes
+        # itself (it never calls ``train()`` during fit, and restores modes after validation),
+        # so the layers are put back in eval mode before every training step.
+        if self.freeze_batchnorm:
+            for m in self._batchnorms:
+                m.eval()
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | None:
         x, y = batch
         embeddings = self(x).float()
         # Losses and miners in float32 even under bf16 autocast: scaled cosine logits (ArcFace,
@@ -79,17 +90,33 @@ class MetricLearningModule(pl.LightningModule):
         with torch.autocast(device_type=self.device.type, enabled=False):
             tuples = self.miner(embeddings, y) if self.miner is not None else None
             loss = self.loss_fn(embeddings, y, tuples)
+        if not torch.isfinite(loss):
+            self._stop_diverged()
+            return None  # no optimizer step on a non-finite loss
         self.log("train/loss", loss, prog_bar=False, on_step=False, on_epoch=True)
         return loss
+
+    def _stop_diverged(self) -> None:
+        if self.diverged is None:
+            self.diverged = {"epoch": self.current_epoch + 1, "step": self.global_step}
+        self.trainer.should_stop = True
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         self._val_outputs.append((self.embed(x).cpu(), y.cpu()))
 
+    def predict_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        """Embeddings for :func:`dmlopt.study.fold.embed`, made as validation makes them."""
+        return self.embed(batch[0]).cpu()
+
     def on_validation_epoch_end(self) -> None:
         embeddings = torch.cat([e for e, _ in self._val_outputs]).numpy()
         labels = torch.cat([y for _, y in self._val_outputs]).numpy()
         self._val_outputs.clear()
+        if not np.isfinite(embeddings).all():  # the last optimizer step made the weights blow up
+            self._stop_diverged()
         for name, value in retrieval_scores_or_zero(embeddings, labels).items():
             self.log(f"val/{name}", value)
 

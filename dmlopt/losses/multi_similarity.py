@@ -3,7 +3,7 @@
 from dmlopt.losses.registry import LossSpec, register
 from dmlopt.search_space import Range
 
-# The paper searched alpha and beta on a linear scale (PROTOCOL.md section 8).
+# The paper searched alpha and beta on a linear scale (docs/protocol.md).
 MS_SPACE = {"alpha": Range(0.01, 100.0), "beta": Range(0.01, 100.0), "base": Range(0.0, 1.0)}
 
 register(

@@ -29,7 +29,7 @@ class LossSpec:
     Attributes:
         key: registry key, e.g. ``"contrastive"``.
         loss_class: class name in ``pytorch_metric_learning.losses``.
-        space: the loss's searched keyword arguments (PROTOCOL.md section 8), by argument name.
+        space: the loss's searched keyword arguments (docs/protocol.md), by argument name.
         fixed: keyword arguments always passed, never searched.
         needs_num_classes: pass ``num_classes`` (the fold's training classes) to the loss.
         needs_embedding_size: pass ``embedding_size`` to the loss.

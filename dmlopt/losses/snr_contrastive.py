@@ -1,7 +1,8 @@
 """Signal-to-noise-ratio contrastive loss (Yuan et al. 2019) with its zero-mean regulariser.
 
-The reference code's ``regularizer_weight`` is pytorch-metric-learning's
-``ZeroMeanRegularizer`` on the embeddings, weighted by it.
+The paper's ``regularizer_weight`` weights a zero-mean regulariser of the L2-normalised
+embeddings, ``mean_i |sum_j e_ij|``
+(:class:`~dmlopt.losses.regularizers.NormalizedZeroMeanRegularizer`).
 """
 
 from typing import Any
@@ -11,12 +12,12 @@ from dmlopt.search_space import Range
 
 
 def _zero_mean_regularizer(kwargs: dict[str, Any]) -> dict[str, Any]:
-    from pytorch_metric_learning.regularizers import ZeroMeanRegularizer
+    from dmlopt.losses.regularizers import NormalizedZeroMeanRegularizer
 
     weight = kwargs.pop("regularizer_weight")
     return {
         **kwargs,
-        "embedding_regularizer": ZeroMeanRegularizer(),
+        "embedding_regularizer": NormalizedZeroMeanRegularizer(),
         "embedding_reg_weight": weight,
     }
 

@@ -1,4 +1,4 @@
-"""MAP@R, R-Precision and P@1 from each query's ranked neighbour labels (PROTOCOL.md section 5).
+"""MAP@R, R-Precision and P@1 from each query's ranked neighbour labels (docs/protocol.md).
 
 Pure numpy on an ``(n_queries, k)`` label matrix: the k-NN search is :mod:`dmlopt.metrics.knn`.
 """

@@ -4,6 +4,12 @@ This is the only module that asks for the test classes. Every fold model of ever
 the test set; "separated" averages the metrics of the fold models (each 128-d in the paper),
 "concatenated" L2-normalises each fold model's embeddings, concatenates them and normalises
 again. Both are summarised over reruns as mean and 95% Student-t interval.
+
+Each scoring records fingerprints of the test split and of the folds, whether it is a
+reproduction (a final stage run from an exported config: it never counts as the scoring of
+record of the study it came from), and every fold training that diverged. A diverged fold model
+is its best finite checkpoint (its initial weights when it diverged before any validation); it
+embeds the test set like any other, in the separated mean and in the concatenation.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from scipy import stats
 from dmlopt.config import StudyConfig
 from dmlopt.data import open_dataset
 from dmlopt.data.base import MetricDataset, Samples
+from dmlopt.data.fingerprint import folds_fingerprint, split_fingerprint
 from dmlopt.data.splits import Fold, paper_split
 from dmlopt.errors import DmloptError
 from dmlopt.metrics import retrieval_scores_or_zero
@@ -29,7 +36,13 @@ from dmlopt.seeding import derive_seed
 from dmlopt.study.cross_validation import search_folds
 from dmlopt.study.export import best_params
 from dmlopt.study.progress import Progress
-from dmlopt.study.runner import FINISHED, IN_FLIGHT, check_same_search, wait_for_workers
+from dmlopt.study.runner import (
+    FINISHED,
+    IN_FLIGHT,
+    check_same_search,
+    trial_budget,
+    wait_for_workers,
+)
 from dmlopt.study.storage import AlreadyScored, ScoreBook
 
 FINAL_STREAM = 1  # seeds of final reruns, apart from the search's
@@ -80,20 +93,43 @@ def summarize_runs(runs: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[st
 
 @dataclass(frozen=True)
 class TestSetup:
-    """What every rerun of the final stage shares: the data, the folds, the test samples."""
+    """What every rerun of the final stage shares: the data, the folds, the test samples, and
+    the fingerprints of the test split and of the folds."""
 
     dataset: MetricDataset
     folds: Sequence[Fold]
     test: Samples
+    fingerprints: dict[str, str]
+
+    @classmethod
+    def open(cls, config: StudyConfig) -> TestSetup:
+        dataset = open_dataset(config.dataset)
+        _, test_classes = paper_split(dataset.num_classes)
+        folds = search_folds(config, dataset)
+        fingerprints = {
+            "test": split_fingerprint(dataset, test_classes),
+            "folds": folds_fingerprint(dataset, folds),
+        }
+        return cls(dataset, folds, dataset.view(test_classes, train=False), fingerprints)
 
 
 @dataclass(frozen=True)
 class Chosen:
-    """A loss's config for the final stage and the validation score that chose it."""
+    """A loss's config for the final stage, the validation score that chose it, and the trial
+    it reproduces when it comes from an exported config."""
 
     params: dict[str, Value]
     val_map_at_r: float
     val_map_at_r_std: float | None
+    reproduction_of: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """One rerun's test scores and the fold trainings of it that diverged."""
+
+    scores: dict[str, dict[str, float]]
+    diverged: list[dict[str, int]]
 
 
 class FinalStage:
@@ -136,7 +172,8 @@ class FinalStage:
         exported = self.config.exported_from
         if exported is not None:
             params = fix(self.config.loss_space(loss), {})
-            return Chosen(params, exported.val_map_at_r, exported.val_map_at_r_std)
+            origin = {"study": exported.study, "trial": exported.trial}
+            return Chosen(params, exported.val_map_at_r, exported.val_map_at_r_std, origin)
         name = self.config.study_name(loss)
         try:
             study = optuna.load_study(study_name=name, storage=self.storage)
@@ -147,11 +184,11 @@ class FinalStage:
             wait_for_workers(study)
         finished = len(study.get_trials(deepcopy=False, states=FINISHED))
         running = len(study.get_trials(deepcopy=False, states=IN_FLIGHT))
-        if running or finished < self.config.search.n_trials:
+        budget = trial_budget(self.config, loss)
+        if running or finished < budget:
             raise DmloptError(
-                f"the search of {name} is not finished ({finished} of "
-                f"{self.config.search.n_trials} trials, {running} running): the test set is "
-                "scored once, so only after the whole search"
+                f"the search of {name} is not finished ({finished} of {budget} trials, "
+                f"{running} running): the test set is scored once, so only after the whole search"
             )
         params, trial = best_params(self.config, loss, study)
         assert trial.value is not None
@@ -160,11 +197,7 @@ class FinalStage:
     def run(self, *, rescore: bool = False) -> dict[str, Any]:
         # every loss's config first: a missing or unfinished search fails before any training
         chosen = {loss: self.config_for(loss) for loss in self.losses_to_score(rescore)}
-        dataset = open_dataset(self.config.dataset)
-        _, test_classes = paper_split(dataset.num_classes)
-        setup = TestSetup(
-            dataset, search_folds(self.config, dataset), dataset.view(test_classes, train=False)
-        )
+        setup = TestSetup.open(self.config)
         reruns = range(self.config.final.runs)
         first_loss, first = next(iter(chosen.items()))
         untrained = summarize_runs(
@@ -180,10 +213,13 @@ class FinalStage:
                 "val_map_at_r": choice.val_map_at_r,
                 "val_map_at_r_std": choice.val_map_at_r_std,
                 "runs": len(runs),
-                "test": summarize_runs(runs),
+                "test": summarize_runs([run.scores for run in runs]),
                 "untrained": untrained,
                 "params": choice.params,
                 "seeds": [[self._seed(r, i) for i in range(len(setup.folds))] for r in reruns],
+                "reproduction_of": choice.reproduction_of,
+                "fingerprints": setup.fingerprints,
+                "diverged": [d for run in runs for d in run.diverged],
             }
             self.book.record(self.config.study_name(loss), entry, rescore=rescore)
         return self.results()
@@ -203,19 +239,22 @@ class FinalStage:
 
     def _trained_run(
         self, loss: str, params: Mapping[str, Value], setup: TestSetup, run: int, progress: Progress
-    ) -> dict[str, dict[str, float]]:
+    ) -> Rerun:
         from dmlopt.study.fold import embed, train_fold
 
         embeddings = []
+        diverged = []
         for i, (train_classes, val_classes) in enumerate(setup.folds):
             progress.at(f"run {run + 1} fold {i + 1}/{len(setup.folds)}")
             result = train_fold(
                 self.config, loss, params, setup.dataset, train_classes, val_classes,
                 seed=self._seed(run, i), listener=progress.epoch,
             )  # fmt: skip
+            if result.diverged is not None:
+                diverged.append({"run": run, "fold": i, **result.diverged})
             embeddings.append(embed(result.module, setup.test, self.config))
             progress.advance()
-        return score_embeddings(embeddings, setup.test.labels)
+        return Rerun(score_embeddings(embeddings, setup.test.labels), diverged)
 
     def _untrained_run(
         self, loss: str, params: Mapping[str, Value], setup: TestSetup, run: int

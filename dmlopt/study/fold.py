@@ -6,6 +6,7 @@ import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -13,10 +14,9 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from dmlopt import losses
-from dmlopt.config import StudyConfig
+from dmlopt.config import StudyConfig, TrainingConfig
 from dmlopt.data.base import MetricDataset, Samples
 from dmlopt.data.datamodule import FoldDataModule, eval_loader
-from dmlopt.hardware import device_for
 from dmlopt.lit.callbacks import MONITOR, EpochListener, KeepBest
 from dmlopt.lit.module import MetricLearningModule
 from dmlopt.models import build_model
@@ -25,12 +25,17 @@ from dmlopt.search_space import Value
 
 @dataclass(frozen=True)
 class FoldResult:
-    """A trained fold: its best val MAP@R, when it was reached, and the model at that point."""
+    """A trained fold: its best val MAP@R, when it was reached, and the model at that point.
+
+    ``diverged`` is ``{"epoch", "step"}`` where training hit a non-finite loss and stopped; the
+    fold then keeps its best finite validation (its initial weights and 0 when none ran).
+    """
 
     best_map_at_r: float
     best_epoch: int
     epochs: int
     module: MetricLearningModule
+    diverged: dict[str, int] | None = None
 
 
 def build_module(
@@ -89,35 +94,48 @@ def train_fold(
     ]
     if listener is not None:
         callbacks.append(EpochListener(listener))
-    trainer = pl.Trainer(
+    trainer = _trainer(
+        t,
         max_epochs=t.max_epochs,
         check_val_every_n_epoch=t.eval_every,
-        accelerator=t.accelerator,
-        devices=1,
-        precision=t.precision,
         callbacks=callbacks,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=data)
+    assert keep_best.best_state is not None  # the initial weights at least
+    module.load_state_dict(keep_best.best_state)
+    return FoldResult(
+        keep_best.best_score,
+        keep_best.best_epoch,
+        trainer.current_epoch,
+        module,
+        module.diverged,
+    )
+
+
+def embed(module: MetricLearningModule, samples: Samples, config: StudyConfig) -> np.ndarray:
+    """L2-normalised embeddings of ``samples``, in order, computed exactly as validation computes
+    them (a Trainer on the training's device, at its precision), so that the test set is
+    embedded the way the model was selected."""
+    _quiet_lightning()
+    trainer = _trainer(config.training)
+    parts = cast(list[torch.Tensor], trainer.predict(module, eval_loader(samples, config.training)))
+    return torch.cat(parts).numpy() if parts else np.empty((0, config.model.embedding_dim))
+
+
+def _trainer(training: TrainingConfig, **kwargs: Any) -> pl.Trainer:
+    """A quiet Trainer on the study's accelerator, precision and determinism settings."""
+    return pl.Trainer(
+        accelerator=training.accelerator,
+        devices=1,
+        precision=training.precision,
+        deterministic=training.deterministic,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        num_sanity_val_steps=0,
+        **kwargs,
     )
-    trainer.fit(module, datamodule=data)
-    if keep_best.best_state is None:
-        raise RuntimeError(
-            f"no validation ran: max_epochs {t.max_epochs} < eval_every {t.eval_every}"
-        )
-    module.load_state_dict(keep_best.best_state)
-    return FoldResult(keep_best.best_score, keep_best.best_epoch, trainer.current_epoch, module)
-
-
-def embed(module: MetricLearningModule, samples: Samples, config: StudyConfig) -> np.ndarray:
-    """L2-normalised embeddings of ``samples``, in order, on the training device (Lightning moves
-    a module back to the CPU after fitting)."""
-    device = device_for(config.training)
-    module.to(device).eval()
-    parts = [module.embed(x.to(device)).cpu() for x, _ in eval_loader(samples, config.training)]
-    return torch.cat(parts).numpy() if parts else np.empty((0, config.model.embedding_dim))
 
 
 def _quiet_lightning() -> None:
@@ -126,3 +144,5 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # a diverged step returns None on purpose (see MetricLearningModule.training_step)
+    warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")

@@ -21,9 +21,11 @@ SEARCH_STREAM = 0  # seeds of search trials; the final stage uses another stream
 class CrossValidationObjective:
     """Trains the folds of a trial in order and returns the mean of their best val MAP@R.
 
-    After each fold it reports the running mean (step = fold index), so a pruner can stop a
-    trial whose first folds are already worse than the others'. Fold scores, their standard
-    deviation, the epochs trained and the seeds are kept as trial user attributes.
+    After each fold but the last it reports that fold's own score (step = fold index), so a
+    pruner can stop a trial whose first folds are already worse than other trials' same folds
+    (:mod:`dmlopt.study.pruning`); a trial that trained every fold is never pruned. Fold scores,
+    their standard deviation, the epochs trained, the seeds and any diverged folds are kept as
+    trial user attributes.
     """
 
     def __init__(
@@ -47,6 +49,8 @@ class CrossValidationObjective:
         epochs: list[int] = []
         best_epochs: list[int] = []
         seeds: list[int] = []
+        diverged: list[dict[str, int]] = []
+        last = len(self.folds) - 1
         for i, (train_classes, val_classes) in enumerate(self.folds):
             seed = derive_seed(self.config.search.seed, SEARCH_STREAM, trial.number, i)
             if self.progress is not None:
@@ -69,10 +73,13 @@ class CrossValidationObjective:
             trial.set_user_attr("fold_best_epochs", best_epochs)
             trial.set_user_attr("epochs_trained", epochs)
             trial.set_user_attr("seeds", seeds)
-            trial.report(statistics.fmean(scores), step=i)
-            if trial.should_prune():
+            if result.diverged is not None:
+                diverged.append({"fold": i, **result.diverged})
+                trial.set_user_attr("diverged", diverged)
+            trial.report(result.best_map_at_r, step=i)
+            if i < last and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after fold {i + 1}")
         std = statistics.stdev(scores) if len(scores) > 1 else 0.0
         trial.set_user_attr("val_map_at_r_std", std)
-        trial.set_user_attr("val_map_at_r_sem", std / len(scores) ** 0.5)  # PROTOCOL section 4
+        trial.set_user_attr("val_map_at_r_sem", std / len(scores) ** 0.5)  # the standard error
         return statistics.fmean(scores)

@@ -13,9 +13,11 @@ from optuna.trial import TrialState
 from dmlopt.config import FinalConfig, StudyConfig
 from dmlopt.data.base import MetricDataset
 from dmlopt.errors import DmloptError
+from dmlopt.search_space import Range
 from dmlopt.seeding import derive_seed
 from dmlopt.study.cross_validation import search_folds
 from dmlopt.study.progress import Progress
+from dmlopt.study.pruning import FoldMedianPruner
 
 CONFIG_ATTR = "dmlopt_config"  # study user attribute holding the study file, storage removed
 
@@ -24,8 +26,7 @@ SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
 }
 PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-    # Compare a trial's running fold mean with other trials' at the same fold, after two trials.
-    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    "median": FoldMedianPruner,
     "none": optuna.pruners.NopPruner,
 }
 
@@ -33,6 +34,35 @@ PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 IN_FLIGHT = (TrialState.RUNNING, TrialState.WAITING)
 WAIT_SECONDS = 10  # polling interval while other workers finish their trials
+
+
+def search_grid(config: StudyConfig, loss: str) -> dict[str, list[int]] | None:
+    """The grid a loss is searched on, or ``None`` for the study's sampler.
+
+    A space that is one integer range (everything else fixed) with no more values than the
+    trial budget is searched as a grid, each value once, as the paper searched FastAP's
+    ``num_bins``: a sampler would repeat some values and never try others."""
+    ranges = {n: p for n, p in config.loss_space(loss).items() if isinstance(p, Range)}
+    if len(ranges) != 1:
+        return None
+    ((name, param),) = ranges.items()
+    values = list(range(int(param.low), int(param.high) + 1))
+    if not param.integer or len(values) > config.search.n_trials:
+        return None
+    return {name: values}
+
+
+def trial_budget(config: StudyConfig, loss: str) -> int:
+    """Finished trials a loss's search needs: ``search.n_trials``, or the grid's size."""
+    grid = search_grid(config, loss)
+    return config.search.n_trials if grid is None else len(next(iter(grid.values())))
+
+
+def _sampler(config: StudyConfig, loss: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    grid = search_grid(config, loss)
+    if grid is not None:
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    return SAMPLERS[config.search.sampler](seed)
 
 
 def open_study(
@@ -50,7 +80,7 @@ def open_study(
         storage=storage,
         study_name=name,
         direction="maximize",
-        sampler=SAMPLERS[config.search.sampler](seed),
+        sampler=_sampler(config, loss, seed),
         pruner=PRUNERS[config.search.pruner](),
         load_if_exists=True,
     )
@@ -113,7 +143,8 @@ def search(
     seed: int | None,
     on_loss_done: Callable[[str, optuna.Study], None] | None = None,
 ) -> None:
-    """Run trials for every loss until each study holds ``search.n_trials`` finished trials.
+    """Run trials for every loss until each study holds its :func:`trial_budget` of finished
+    trials.
 
     Several processes may run this on one storage (distributed workers): the trial budget is
     shared through the database, not counted per process. Other workers' running trials count
@@ -125,9 +156,9 @@ def search(
     # Trials trained under other settings cannot be compared: refuse before training any.
     check_same_searches(config, storage)
     folds = search_folds(config, dataset)
-    n_trials = config.search.n_trials
     counted = (*FINISHED, *IN_FLIGHT)
     for loss in config.losses:
+        n_trials = trial_budget(config, loss)
         study = open_study(config, loss, storage, seed=seed)
         done = len(study.get_trials(states=counted))
         progress = Progress(loss, n_trials)
