@@ -52,6 +52,7 @@ from dmlopt.config import (
     FolderData,
     ImageTransform,
     OmlCsvData,
+    SplitConfig,
     StudyConfig,
     SyntheticData,
     nest,
@@ -211,15 +212,13 @@ def _node_exists(node: str) -> bool:
     module = _parsed(path)
     if module is None or not names:
         return False
-    body: list[ast.stmt] = module.body
+    current: ast.AST = module
     for name in names:
-        found = [n for n in body if getattr(n, "name", None) == name]
+        found = [n for n in getattr(current, "body", []) if getattr(n, "name", None) == name]
         if not found:
             return False
-        body = getattr(found[0], "body", [])
-    return isinstance(found[0], ast.FunctionDef | ast.AsyncFunctionDef) and names[-1].startswith(
-        "test"
-    )
+        current = found[0]
+    return isinstance(current, ast.FunctionDef) and names[-1].startswith("test")
 
 
 def test_schema_walk_finds_nested_union_and_mapping_keys() -> None:
@@ -233,6 +232,11 @@ def test_schema_walk_finds_nested_union_and_mapping_keys() -> None:
         assert key in keys, key
     assert "dataset.synthetic.name" not in keys  # the discriminator is dataset.name
     assert not {k for k in keys if k.endswith((".transform", ".optimizer", "exported_from"))}
+
+    class Grown(StudyConfig):  # a section added later is found without listing it anywhere
+        novel: SplitConfig | None = None
+
+    assert schema_keys(Grown) - keys == {"novel.test", "novel.folds"}
 
 
 def test_every_schema_key_has_an_effect_test() -> None:
