@@ -233,6 +233,19 @@ class StudyConfig(Schema):
             raise ValueError(f"unknown trunk {value.trunk!r} (known: {', '.join(trunk_names())})")
         return value
 
+    @model_validator(mode="after")
+    def _exported_loss_is_scored(self) -> StudyConfig:
+        # An exported config reproduces one trial of one loss; scoring another loss under its
+        # name would record a reproduction of something that never ran.
+        exported = self.exported_from
+        if exported is not None and list(self.losses) != [exported.loss]:
+            raise ValueError(
+                f"exported_from.loss is {exported.loss!r} but losses are "
+                f"{', '.join(self.losses)}: an exported config scores the one loss it was "
+                "exported for"
+            )
+        return self
+
     def loss_space(self, loss: str) -> dict[str, Param]:
         """The search space of ``loss``: the registry's, with this file's overrides."""
         return _loss_space(loss, self.losses[loss])

@@ -45,6 +45,8 @@ class Range:
 
 
 Param = Range | Value
+#: The keys of a range override in a study file: ``{low: 0.1, high: 0.5, log: true}``.
+RANGE_KEYS = ("low", "high", "log")
 
 
 def merge(
@@ -70,7 +72,7 @@ def merge(
 def _override(default: Param, value: Any) -> Param:
     integer = default.integer if isinstance(default, Range) else isinstance(default, int)
     if isinstance(value, Mapping):
-        if set(value) - {"low", "high", "log"} or not {"low", "high"} <= set(value):
+        if set(value) - set(RANGE_KEYS) or not {"low", "high"} <= set(value):
             raise ValueError(f"a range is {{low, high, log}}, got {dict(value)}")
         bounds = [_number(value["low"], integer), _number(value["high"], integer)]
         log = value.get("log", default.log if isinstance(default, Range) else False)
