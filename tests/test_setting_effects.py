@@ -21,9 +21,6 @@ Key names are dotted paths through the study file, with three conventions:
 * **Node ids** may leave out a parametrized test's ``[...]`` part; the test then covers every key
   it is listed for through its parameters.
 
-:data:`PENDING_LEAD` holds keys whose effect tests are being written elsewhere at the same time;
-an entry there is accepted only while it is pending (its key not yet in the schema, or its test
-not yet in the tree) and must then move to :data:`EFFECTS`.
 """
 
 from __future__ import annotations
@@ -70,6 +67,8 @@ FINAL = "tests/test_final_stage.py"
 LEAK = "tests/test_no_test_leak.py"
 REGISTRY = "tests/test_losses.py"
 INTEGRITY = "tests/test_search_integrity.py"
+PROTOCOL = "tests/test_protocol.py"
+PRUNING = "tests/test_pruning.py"
 
 #: The image transform's keys; each image dataset reads its samples through them.
 TRANSFORM_KEYS = (
@@ -107,6 +106,7 @@ EFFECTS: dict[str, str] = {
     "model.trunk": f"{HERE}::test_trunk_setting_chooses_the_trained_trunk",
     "model.embedding_dim": f"{HERE}::test_embedding_dim_is_the_width_of_what_is_scored",
     "model.pretrained": f"{HERE}::test_pretrained_weights_are_the_starting_point",
+    "model.freeze_batchnorm": f"{PROTOCOL}::test_freeze_batchnorm_keeps_bn_in_eval_and_stats_fixed",
     # ------------------------------------------------------------------ losses
     "losses.<loss>": f"{REGISTRY}::test_one_trial_two_fold_study_completes",
     "losses.<loss>.<group>": f"{HERE}::test_fixed_loss_parameter_reaches_what_trains",
@@ -129,9 +129,12 @@ EFFECTS: dict[str, str] = {
     "training.accelerator": f"{HERE}::test_accelerator_decides_where_training_runs",
     "training.num_workers": f"{HERE}::test_num_workers_load_samples_in_worker_processes",
     "training.eval_batch_size": f"{HERE}::test_eval_batch_size_is_the_validation_batch_size",
+    "training.precision": f"{PROTOCOL}::test_bf16_validation_and_test_embeddings_agree",
+    "training.deterministic": f"{PROTOCOL}::test_deterministic_flag_reaches_torch",
     # ------------------------------------------------------------------ search, final
     "search.n_trials": f"{INTEGRITY}::test_a_larger_budget_resumes_without_repeating_trials",
     "search.sampler": f"{HERE}::test_sampler_setting_chooses_the_sampler",
+    "search.pruner": f"{PRUNING}::test_pruner_setting_decides_whether_weak_trials_stop_early",
     "search.seed": f"{HERE}::test_search_seed_decides_sampled_values_and_training_seeds",
     "final.runs": f"{FINAL}::test_final_json_matches_the_contract",
     # ------------------------------------------------------------------ exported configs
@@ -141,20 +144,6 @@ EFFECTS: dict[str, str] = {
     "exported_from.val_map_at_r": f"{HERE}::test_exported_validation_score_is_recorded",
     "exported_from.val_map_at_r_std": f"{HERE}::test_exported_validation_score_is_recorded",
 }
-
-# Keys being added or changed in main at the same time as this module was written (issue 6),
-# with the tests written there. The walk accepts an entry here only while it is pending: its key
-# is not in the schema yet, or its test is not in the tree yet. Once both exist, move it to
-# EFFECTS (the walk says so).
-PENDING_LEAD: dict[str, str] = {
-    "model.freeze_batchnorm": (
-        "tests/test_protocol.py::test_freeze_batchnorm_keeps_bn_in_eval_and_stats_fixed"
-    ),
-    "training.deterministic": "tests/test_protocol.py::test_deterministic_flag_reaches_torch",
-    "training.precision": "tests/test_protocol.py::test_bf16_validation_and_test_embeddings_agree",
-    "search.pruner": "tests/test_pruning.py::test_median_prunes_like_with_like",
-}
-
 
 # =========================================================================== the schema walk
 #: Placeholder for the user-chosen names at each level of a mapping in the study file.
@@ -241,17 +230,10 @@ def test_schema_walk_finds_nested_union_and_mapping_keys() -> None:
 
 def test_every_schema_key_has_an_effect_test() -> None:
     keys = schema_keys()
-    pending = {
-        key
-        for key, node in PENDING_LEAD.items()
-        if key not in keys or not _node_exists(node)  # still being written elsewhere
-    }
-    missing = sorted(keys - set(EFFECTS) - pending)
+    missing = sorted(keys - set(EFFECTS))
     stale = sorted(set(EFFECTS) - keys)
-    moved = sorted(set(PENDING_LEAD) - pending - set(EFFECTS))
     assert not missing, f"keys without an effect test in EFFECTS: {missing}"
     assert not stale, f"EFFECTS lists keys that are not in the schema: {stale}"
-    assert not moved, f"PENDING_LEAD entries are done, move them to EFFECTS: {moved}"
 
 
 def test_every_listed_effect_test_exists() -> None:
@@ -817,11 +799,6 @@ def test_exported_validation_score_is_recorded(reproduced: dict[str, Any]) -> No
     assert reproduced["val_map_at_r_std"] == EXPORTED_FROM["val_map_at_r_std"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exported_from.study and .trial are stored but nothing reads them; issue 6 item 7 "
-    "records a final stage on an exported config as a reproduction of that study's trial",
-)
 def test_exported_origin_is_recorded_as_a_reproduction(reproduced: dict[str, Any]) -> None:
     assert reproduced["reproduction_of"] == {"study": "origin/contrastive", "trial": 7}
 
