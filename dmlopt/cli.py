@@ -132,13 +132,13 @@ def cmd_final(args: argparse.Namespace) -> int:
 
 
 def _finish(final: FinalStage, out: Path, *, rescore: bool) -> None:
-    from dmlopt.report.collect import collect
-    from dmlopt.report.figures import report_html
+    from dmlopt.report.collect import collect_studies
+    from dmlopt.report.page import report_html
     from dmlopt.report.table import format_table
 
     results = final.run(rescore=rescore)
     _write(out / "final.json", json.dumps(results, indent=2) + "\n")
-    studies = collect(final.storage, final.book, final.config.study)
+    studies = collect_studies(final.storage, final.book, final.config.study)
     _write(out / "report.html", report_html(studies))
     print(format_table(results))
     print(f"\nresults: {out / 'final.json'}, {out / 'report.html'}")
@@ -189,14 +189,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from dmlopt.report.collect import collect
-    from dmlopt.report.figures import report_html
+    from dmlopt.report.collect import collect_studies
+    from dmlopt.report.page import report_html
     from dmlopt.study.storage import ScoreBook, open_storage, redact, storage_url
 
     if args.storage is None and args.study is None:
         raise DmloptError("report needs --storage URL or --study NAME (for runs/<study>/study.db)")
     url = storage_url(args.storage, None, _out_dir(args, args.study or ""))
-    studies = collect(open_storage(url, create=False), ScoreBook(url, create=False), args.study)
+    studies = collect_studies(open_storage(url, create=False), ScoreBook(url, create=False), args.study)
     if not studies:
         raise DmloptError(f"no dmlopt study in {redact(url)}")
     _write(Path(args.output), report_html(studies))

@@ -7,11 +7,18 @@ from typing import Any
 
 KINDS = (("concatenated", "concat"), ("separated", "sep"))
 METRICS = (("map_at_r", "MAP@R"), ("r_precision", "RP"), ("precision_at_1", "P@1"))
+METRIC_NAMES = {"map_at_r": "MAP@R", "r_precision": "R-Precision", "precision_at_1": "P@1"}
+
+
+def has_interval(summary: Mapping[str, Any]) -> bool:
+    """One rerun has no spread: its interval is not zero, it does not exist."""
+    return len(summary.get("values", [])) > 1
 
 
 def _cell(summary: Mapping[str, Any]) -> str:
     low, high = summary["ci95"]
-    return f"{100 * summary['mean']:6.2f} ±{100 * (high - low) / 2:5.2f}"
+    spread = f"±{100 * (high - low) / 2:5.2f}" if has_interval(summary) else "  n/a "
+    return f"{100 * summary['mean']:6.2f} {spread}"
 
 
 def _val(entry: Mapping[str, Any]) -> str:
