@@ -22,7 +22,9 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
-LOCAL = re.compile(r"^(file:|data:|blob:|about:|chrome-error:|https?://(127\.0\.0\.1|localhost)[:/])")
+LOCAL = re.compile(
+    r"^(file:|data:|blob:|about:|chrome-error:|https?://(127\.0\.0\.1|localhost)[:/])"
+)
 
 
 def find_chromium() -> str | None:
@@ -53,7 +55,9 @@ class Page:
             details = params["exceptionDetails"]
             self.errors.append(details.get("exception", {}).get("description") or details["text"])
         elif method == "Runtime.consoleAPICalled" and params["type"] == "error":
-            self.errors.append(" ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
+            self.errors.append(
+                " ".join(str(a.get("value", a.get("description"))) for a in params["args"])
+            )
         elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
             self.errors.append(f"{params['entry']['text']} {params['entry'].get('url', '')}")
         elif method == "Network.loadingFailed" and not params.get("canceled"):

@@ -165,9 +165,7 @@ def param_importances(complete: list[FrozenTrial]) -> tuple[dict[str, float], st
     need at least two completed trials whose parameters vary."""
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
         return {}, f"needs at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials"
-    varying = {
-        p for p in complete[0].params if len({repr(t.params.get(p)) for t in complete}) > 1
-    }
+    varying = {p for p in complete[0].params if len({repr(t.params.get(p)) for t in complete}) > 1}
     if not varying:
         return {}, "no parameter varied between the completed trials"
     if any(t.params.keys() != complete[0].params.keys() for t in complete):
@@ -192,13 +190,19 @@ def protocol(config: Mapping[str, Any]) -> Protocol:
     """The shared settings of a study, from its stored study file, and its class splits."""
     dataset = dict(config.get("dataset", {}))
     model, training = config.get("model", {}), config.get("training", {})
-    search, split, final = config.get("search", {}), config.get("split", {}), config.get("final", {})
+    search, split, final = (
+        config.get("search", {}),
+        config.get("split", {}),
+        config.get("final", {}),
+    )
     optimizer = training.get("optimizer", {})
     described = ", ".join(f"{k} {v}" for k, v in dataset.items() if k not in ("name", "transform"))
     batch = training.get("batch_size")
     m = training.get("m_per_class")
     settings = {
-        "dataset": f"{dataset.get('name')} ({described})" if described else str(dataset.get("name")),
+        "dataset": f"{dataset.get('name')} ({described})"
+        if described
+        else str(dataset.get("name")),
         "class split": f"{split.get('test', 'paper')}: first half of the sorted classes "
         "train/val, second half test",
         "folds": f"{split.get('folds')} class-disjoint folds over the train/val classes",

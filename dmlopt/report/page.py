@@ -184,7 +184,7 @@ def study_context(study: StudyReport) -> dict[str, Any]:
     }
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("dmlopt.report", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -198,7 +198,7 @@ def report_html(studies: Mapping[str, StudyReport]) -> str:
     best parameters, retrieval examples and the protocol box."""
     import plotly.offline
 
-    template = _environment().get_template("report.html.j2")
+    template = environment().get_template("report.html.j2")
     return template.render(
         studies=[study_context(s) for s in studies.values()],
         plotly_js=plotly.offline.get_plotlyjs(),
