@@ -27,6 +27,7 @@ from dmlopt.metrics.secondary import secondary_scores
 from dmlopt.search_space import Value, fix
 from dmlopt.seeding import derive_seed
 from dmlopt.study.cross_validation import search_folds
+from dmlopt.study.examples import retrieval_examples
 from dmlopt.study.export import best_params
 from dmlopt.study.progress import Progress
 from dmlopt.study.runner import FINISHED, IN_FLIGHT, check_same_search, wait_for_workers
@@ -172,8 +173,13 @@ class FinalStage:
         )
         for loss, choice in chosen.items():
             progress = Progress(f"final {loss}", len(reruns) * len(setup.folds))
+            shown: list[dict[str, Any] | None] = []  # retrieval examples of the first rerun
             try:
-                runs = [self._trained_run(loss, choice.params, setup, r, progress) for r in reruns]
+                runs = [
+                    self._trained_run(loss, choice.params, setup, r, progress,
+                                      shown=shown if r == 0 else None)
+                    for r in reruns
+                ]  # fmt: skip
             finally:
                 progress.close()
             entry = {
@@ -184,6 +190,7 @@ class FinalStage:
                 "untrained": untrained,
                 "params": choice.params,
                 "seeds": [[self._seed(r, i) for i in range(len(setup.folds))] for r in reruns],
+                "examples": shown[0] if shown else None,
             }
             self.book.record(self.config.study_name(loss), entry, rescore=rescore)
         return self.results()
@@ -202,8 +209,15 @@ class FinalStage:
         return derive_seed(self.config.search.seed, FINAL_STREAM, run, fold)
 
     def _trained_run(
-        self, loss: str, params: Mapping[str, Value], setup: TestSetup, run: int, progress: Progress
+        self,
+        loss: str,
+        params: Mapping[str, Value],
+        setup: TestSetup,
+        run: int,
+        progress: Progress,
+        shown: list[dict[str, Any] | None] | None = None,
     ) -> dict[str, dict[str, float]]:
+        """One rerun's scores; with ``shown``, its retrieval examples are appended to it."""
         from dmlopt.study.fold import embed, train_fold
 
         embeddings = []
@@ -215,6 +229,8 @@ class FinalStage:
             )  # fmt: skip
             embeddings.append(embed(result.module, setup.test, self.config))
             progress.advance()
+        if shown is not None:
+            shown.append(retrieval_examples(embeddings, setup.test))
         return score_embeddings(embeddings, setup.test.labels)
 
     def _untrained_run(
