@@ -9,6 +9,7 @@ the page makes is recorded, so a test can assert that none left the machine.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import re
@@ -129,8 +130,9 @@ class Chromium:
             ],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        self.port = self._devtools_port()
+        self.connections = contextlib.ExitStack()
         self.ws: ClientConnection | None = None
+        self.port = self._devtools_port()
 
     def _devtools_port(self) -> int:
         assert self.process.stderr is not None
@@ -148,15 +150,16 @@ class Chromium:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=10) as r:
             targets = json.loads(r.read())
         page = next(t for t in targets if t["type"] == "page")
-        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+        self.ws = self.connections.enter_context(
+            connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+        )
         return Page(self.ws)
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        if self.ws is not None:
-            self.ws.close()
+        self.connections.close()
         self.process.terminate()
         try:
             self.process.wait(timeout=10)

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-import yaml
 
 from dmlopt.cli import main
 from dmlopt.report.collect import collect
@@ -21,23 +17,7 @@ from dmlopt.report.figures import scores_figure, search_figure
 from dmlopt.report.page import report_html
 from dmlopt.study.storage import ScoreBook, open_storage
 
-from .conftest import TINY_STUDY, deep_update
-
-LOSSES = ["contrastive", "multi_similarity", "triplet"]
-SCORED = ["contrastive", "triplet"]
-
-
-@pytest.fixture(scope="module")
-def stored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The tiny study with three losses, all searched; contrastive and triplet scored on the
-    test set, multi_similarity not."""
-    root = tmp_path_factory.mktemp("report")
-    out = root / "out"
-    for losses, final in ((SCORED, True), (["multi_similarity"], False)):
-        path = root / f"{losses[0]}.yaml"
-        path.write_text(yaml.safe_dump(deep_update(TINY_STUDY, {"losses": losses})))
-        assert main(["run", str(path), "--out", str(out), *([] if final else ["--no-final"])]) == 0
-    return {"out": out, "url": f"sqlite:///{out / 'study.db'}"}
+from .conftest import LOSSES, SCORED, running_dashboard
 
 
 def test_collect_reads_searches_and_scores(stored: dict[str, Any]) -> None:
@@ -99,33 +79,73 @@ def test_report_without_storage_or_study_is_an_error(capsys: pytest.CaptureFixtu
     assert capsys.readouterr().err.startswith("error: report needs --storage")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _get(port: int, path: str, method: str = "GET") -> tuple[int, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            body = r.read()
+            kind = r.headers.get("Content-Type") or ""
+            return r.status, json.loads(body) if "json" in kind and body else body
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def test_dashboard_serves_the_studies_on_localhost(stored: dict[str, Any]) -> None:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "dmlopt.cli", "dashboard", "--storage", stored["url"],
-           "--port", str(port)]  # fmt: skip
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
-                    body = json.loads(r.read())
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read() if server.stderr else ""
-                assert time.monotonic() < deadline, "dashboard did not start"
-                time.sleep(0.5)
+    with running_dashboard("--storage", stored["url"]) as (port, server):
+        body = _get(port, "/api/studies")[1]
         names = {s["study_name"] for s in body["study_summaries"]}
         assert names == {f"tiny/{loss}" for loss in LOSSES}
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        # the artifact store beside the database was found without being named
+        assert _get(port, "/api/meta")[1]["artifact_is_available"] is True
+        study = next(s for s in body["study_summaries"] if s["study_name"] == "tiny/contrastive")
+        detail = _get(port, f"/api/studies/{study['study_id']}")[1]
+        assert detail["objective_names"] == ["val MAP@R"]
+        trial = detail["trials"][0]
+        curve = next(a for a in trial["artifacts"] if a["filename"] == "fold0_val_curve.csv")
+        path = f"/artifacts/{study['study_id']}/{trial['trial_id']}/{curve['artifact_id']}"
+        assert _get(port, path)[1].decode().startswith("epoch,val_map_at_r\n")
+    assert "127.0.0.1" in server.communicate()[0]  # bound to this machine only
+
+
+def _copy_with_another_study(stored: dict[str, Any], tmp_path: Path) -> str:
+    import shutil
+
+    from dmlopt.study.runner import CONFIG_ATTR
+
+    shutil.copy(stored["out"] / "study.db", tmp_path / "study.db")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    other = optuna.create_study(study_name="other/contrastive", storage=url)
+    other.set_user_attr(CONFIG_ATTR, {"study": "other"})
+    return url
+
+
+def test_dashboard_is_read_only_unless_writable(stored: dict[str, Any], tmp_path: Path) -> None:
+    url = _copy_with_another_study(stored, tmp_path)
+    with running_dashboard("--storage", url) as (port, _):
+        for study in _get(port, "/api/studies")[1]["study_summaries"]:
+            status, body = _get(port, f"/api/studies/{study['study_id']}", "DELETE")
+            assert status == 403 and "read-only" in body["reason"]
+    names = {s.study_name for s in optuna.get_all_study_summaries(url)}
+    assert "tiny/contrastive" in names and "other/contrastive" in names  # nothing deleted
+    with running_dashboard("--storage", url, "--writable") as (port, _):
+        other = optuna.load_study(study_name="other/contrastive", storage=url)
+        assert _get(port, f"/api/studies/{other._study_id}", "DELETE")[0] in (200, 204)
+    assert "other/contrastive" not in {s.study_name for s in optuna.get_all_study_summaries(url)}
+
+
+def test_dashboard_study_filter_and_public_host_warning(
+    stored: dict[str, Any], tmp_path: Path
+) -> None:
+    url = _copy_with_another_study(stored, tmp_path)
+    other = optuna.load_study(study_name="other/contrastive", storage=url)
+    args = ("--storage", url, "--study", "tiny", "--host", "0.0.0.0")
+    with running_dashboard(*args) as (port, server):
+        names = {s["study_name"] for s in _get(port, "/api/studies")[1]["study_summaries"]}
+        assert names == {f"tiny/{loss}" for loss in LOSSES}
+        assert _get(port, f"/api/studies/{other._study_id}")[0] == 404
+        assert _get(port, f"/csv/{other._study_id}")[0] == 404
+    err = server.communicate()[1]
+    assert "warning: the dashboard has no authentication" in err
 
 
 def test_redact_masks_passwords_in_the_userinfo_and_the_query() -> None:
