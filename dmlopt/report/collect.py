@@ -219,7 +219,7 @@ def protocol(config: Mapping[str, Any]) -> Protocol:
         "search": f"{search.get('n_trials')} trials per method, {search.get('sampler')} "
         f"sampler, pruner {search.get('pruner')}, seed {search.get('seed')}",
         "final reruns": str(final.get("runs")),
-        "versions": versions(),
+        "versions (of this report)": versions(),
     }
     return Protocol(settings=settings, splits=split_sizes(config))
 
