@@ -417,3 +417,20 @@ def test_explain_metrics_page_shows_the_scores_of_dmlopt_metrics(tmp_path: Path)
         panel = text[text.index(f'data-space="{space.title}"') :]
         assert f"<td>MAP@R</td><td>{s['map_at_r']:.2f}</td>" in panel[: panel.index("</table>")]
     assert text.count("Plotly.newPlot") == 3
+
+
+def test_artifacts_go_where_dmlopt_artifacts_says(
+    write_study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optuna.artifacts import get_all_artifact_meta
+
+    shared = tmp_path / "shared-artifacts"
+    monkeypatch.setenv("DMLOPT_ARTIFACTS", str(shared))
+    out = tmp_path / "out"
+    study = write_study({"search": {"n_trials": 1}})
+    assert main(["run", str(study), "--out", str(out), "--no-final"]) == 0
+    assert not (out / "artifacts").exists()  # not beside the database: where the variable says
+    loaded = optuna.load_study(study_name="tiny/contrastive", storage=f"sqlite:///{out}/study.db")
+    metas = get_all_artifact_meta(loaded.trials[0], storage=loaded._storage)
+    assert {m.artifact_id for m in metas} == {p.name for p in shared.iterdir()}
+    assert len(metas) == 3  # the config and two folds' curves
