@@ -31,7 +31,7 @@ LOSSES = ["contrastive", "multi_similarity"]
 METRICS = {"map_at_r", "r_precision", "precision_at_1"}
 ENTRY_KEYS = {"val_map_at_r", "runs", "rescored", "test"}  # DESIGN.md section 4
 #: documented nowhere in DESIGN.md section 4 but written by FinalStage.run (see the report).
-EXTRA_ENTRY_KEYS = {"untrained", "params", "val_map_at_r_std", "seeds"}
+EXTRA_ENTRY_KEYS = {"untrained", "params", "val_map_at_r_std", "seeds", "examples"}
 
 
 def sqlite_url(path: Path) -> str:

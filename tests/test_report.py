@@ -434,3 +434,20 @@ def test_artifacts_go_where_dmlopt_artifacts_says(
     metas = get_all_artifact_meta(loaded.trials[0], storage=loaded._storage)
     assert {m.artifact_id for m in metas} == {p.name for p in shared.iterdir()}
     assert len(metas) == 3  # the config and two folds' curves
+
+
+def test_final_json_carries_retrieval_examples(stored: dict[str, Any]) -> None:
+    from dmlopt.study.examples import NEIGHBOURS, QUERIES
+
+    final = json.loads((stored["out"] / "final.json").read_text())
+    for loss in SCORED:
+        examples = final[loss]["examples"]
+        assert examples["k"] == NEIGHBOURS and len(examples["queries"]) == QUERIES
+        labels = {q["label"] for q in examples["queries"]}
+        assert len(labels) == QUERIES  # one query from each of several test classes
+        for query in examples["queries"]:
+            assert query["image"].startswith("data:image/png;base64,")
+            assert len(query["neighbours"]) == NEIGHBOURS
+            assert query["index"] not in {n["index"] for n in query["neighbours"]}
+            for n in query["neighbours"]:
+                assert n["correct"] == (n["label"] == query["label"])

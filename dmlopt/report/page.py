@@ -185,6 +185,7 @@ def study_context(study: StudyReport) -> dict[str, Any]:
 
 
 def environment() -> jinja2.Environment:
+    """dmlopt's page templates, HTML-escaped unless a value is marked safe."""
     return jinja2.Environment(
         loader=jinja2.PackageLoader("dmlopt.report", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),

@@ -3,6 +3,7 @@ has run, the test scores of record (first scoring, rescore or reproduction)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,18 +67,22 @@ def write_note(study: optuna.Study, config: StudyConfig, loss: str,
 
 
 def name_objective(study: optuna.Study) -> None:
+    """Show the objective as ``val MAP@R`` in the dashboard, not "Objective 0"."""
     if study.metric_names != [METRIC_NAME]:
-        study.set_metric_names([METRIC_NAME])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAME])
 
 
 def note_study(
     storage: optuna.storages.BaseStorage, config: StudyConfig, loss: str,
     entry: Mapping[str, Any] | None = None,
 ) -> None:  # fmt: skip
-    """:func:`write_note` on ``<study>/<loss>``; an exported config scored without a search gets
-    an (empty) Optuna study to carry its note, so its scores show in the dashboard too."""
-    study = optuna.create_study(
-        storage=storage, study_name=config.study_name(loss), direction="maximize",
-        load_if_exists=True,
-    )  # fmt: skip
+    """:func:`write_note` on ``<study>/<loss>`` where that Optuna study exists. An exported config
+    scored without a search has none, and none is created for it: its scores of record are in
+    ``final.json`` and the report."""
+    try:
+        study = optuna.load_study(study_name=config.study_name(loss), storage=storage)
+    except KeyError:
+        return
     write_note(study, config, loss, entry)
