@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test test-fast lint typecheck bench clean
+.PHONY: quickstart test test-fast lint typecheck bench clean browser
 
 # The venv is rebuilt when the package's dependencies change.
 $(STAMP): setup.cfg pyproject.toml
@@ -18,7 +18,16 @@ quickstart: $(STAMP)
 	rm -rf runs/quickstart
 	$(BIN)/dmlopt run studies/quickstart.yaml
 
-test: $(STAMP)
+# The browser tests drive Debian's chromium; install it where missing and apt-get may (root, or
+# sudo without a password). Where it cannot be installed those tests skip and say why.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
+	      -y -qq --no-install-recommends chromium >/dev/null) \
+	  || echo "chromium could not be installed: the browser tests will skip"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dmlopt import __version__
 from dmlopt.errors import DmloptError
 
 if TYPE_CHECKING:
@@ -53,13 +54,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     folds = search_folds(config, dataset)
     trunk, embedder = build_model(config.model, dataset.input_shape)
     trainval, test = paper_split(dataset.num_classes)
-    print(dump_study(config.model_copy(update={"storage": None})), end="")
-    print(f"# storage: {redact(storage_url(None, config.storage, _out_dir(args, config.study)))}")
+    public = config.model_copy(update={"storage": None})
+    storage = redact(storage_url(None, config.storage, _out_dir(args, config.study)))
+    n_params = sum(p.numel() for m in (trunk, embedder) for p in m.parameters())
+    if args.format == "json":
+        report = {
+            "config": public.model_dump(mode="json"),
+            "storage": storage,
+            "dataset": {"samples": len(dataset), "classes": dataset.num_classes,
+                        "input_shape": list(dataset.input_shape)},
+            "model": {"trunk": config.model.trunk, "embedding_dim": config.model.embedding_dim,
+                      "parameters": n_params},
+            "split": {"trainval_classes": len(trainval), "test_classes": len(test)},
+            "folds": [{"train": [int(c) for c in train], "val": [int(c) for c in val]}
+                      for train, val in folds],
+            "losses": {loss: {k: str(v) for k, v in config.loss_space(loss).items()}
+                       for loss in config.losses},
+        }  # fmt: skip
+        print(json.dumps(report, indent=2))
+        return 0
+    print(dump_study(public), end="")
+    print(f"# storage: {storage}")
     print(
         f"# dataset: {len(dataset)} samples, {dataset.num_classes} classes, "
         f"input {tuple(dataset.input_shape)}"
     )
-    n_params = sum(p.numel() for m in (trunk, embedder) for p in m.parameters())
     print(
         f"# model: {config.model.trunk} + linear -> {config.model.embedding_dim}-d, "
         f"{n_params:,} parameters"
@@ -111,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         final = FinalStage(config, storage, book, wait_for_workers=True)
         final.losses_to_score(args.rescore)  # refuses now if there is nothing left to score
     seed = config.search.seed if args.command == "run" else None  # extra workers must differ
-    search(config, storage, dataset, seed=seed, on_loss_done=lambda loss, s: _export_to(out, s))
+    search(config, storage, dataset, seed=seed, on_loss_done=lambda loss, s: _loss_done(out, s))
     if final is not None:
         _finish(final, out, rescore=args.rescore)
     return 0
@@ -132,16 +151,28 @@ def cmd_final(args: argparse.Namespace) -> int:
 
 
 def _finish(final: FinalStage, out: Path, *, rescore: bool) -> None:
-    from dmlopt.report.collect import collect
-    from dmlopt.report.figures import report_html
+    from dmlopt.report.collect import collect_studies
+    from dmlopt.report.page import report_html
     from dmlopt.report.table import format_table
+    from dmlopt.study.notes import note_study
 
     results = final.run(rescore=rescore)
     _write(out / "final.json", json.dumps(results, indent=2) + "\n")
-    studies = collect(final.storage, final.book, final.config.study)
+    for loss, entry in results.items():
+        note_study(final.storage, final.config, loss, entry)
+    studies = collect_studies(final.storage, final.book, final.config.study)
     _write(out / "report.html", report_html(studies))
     print(format_table(results))
     print(f"\nresults: {out / 'final.json'}, {out / 'report.html'}")
+
+
+def _loss_done(out: Path, study: optuna.Study) -> None:
+    """A loss's search is finished: its best config exported, its dashboard note written."""
+    from dmlopt.study.notes import write_note
+    from dmlopt.study.runner import stored_config
+
+    _export_to(out, study)
+    write_note(study, stored_config(study), study.study_name.partition("/")[2])
 
 
 def _export_to(out: Path, study: optuna.Study) -> None:
@@ -189,14 +220,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from dmlopt.report.collect import collect
-    from dmlopt.report.figures import report_html
+    from dmlopt.report.collect import collect_studies
+    from dmlopt.report.page import report_html
     from dmlopt.study.storage import ScoreBook, open_storage, redact, storage_url
 
     if args.storage is None and args.study is None:
         raise DmloptError("report needs --storage URL or --study NAME (for runs/<study>/study.db)")
     url = storage_url(args.storage, None, _out_dir(args, args.study or ""))
-    studies = collect(open_storage(url, create=False), ScoreBook(url, create=False), args.study)
+    studies = collect_studies(
+        open_storage(url, create=False), ScoreBook(url, create=False), args.study
+    )
     if not studies:
         raise DmloptError(f"no dmlopt study in {redact(url)}")
     _write(Path(args.output), report_html(studies))
@@ -205,14 +238,60 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from optuna_dashboard import run_server
-
+    from dmlopt.dashboard import is_loopback, make_dashboard, serve
+    from dmlopt.study.artifacts import artifact_dir
     from dmlopt.study.storage import open_storage, storage_url
 
     url = storage_url(args.storage, None, _out_dir(args, args.study or ""))
     storage = open_storage(url, create=False)
-    print(f"optuna-dashboard on http://127.0.0.1:{args.port}/ (Ctrl-C to stop)", flush=True)
-    run_server(storage, host="127.0.0.1", port=args.port)
+    folder = Path(args.artifacts) if args.artifacts else artifact_dir(url)
+    if args.artifacts and not Path(args.artifacts).is_dir():
+        raise DmloptError(f"no artifact folder at {args.artifacts}")
+    app = make_dashboard(
+        storage,
+        artifact_dir=str(folder) if folder is not None and folder.is_dir() else None,
+        writable=args.writable,
+        study=args.study,
+    )
+    if not is_loopback(args.host):
+        print(
+            f"warning: the dashboard has no authentication; anyone who can reach "
+            f"{args.host}:{args.port} can read{' and change' if args.writable else ''} "
+            "these studies",
+            file=sys.stderr,
+        )
+    mode = "read and write" if args.writable else "read-only"
+    print(f"optuna-dashboard ({mode}) on http://{args.host}:{args.port}/ (Ctrl-C to stop)",
+          flush=True)  # fmt: skip
+    try:
+        serve(app, args.host, args.port)
+    except OSError as e:
+        raise DmloptError(f"cannot serve on {args.host}:{args.port}: {e.strerror}") from None
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    from dmlopt.report.inventory import format_inventory, inventory
+    from dmlopt.study.storage import ScoreBook, open_storage, redact, storage_url
+
+    url = storage_url(args.storage, None, _out_dir(args, args.study or ""))
+    lines = inventory(open_storage(url, create=False), ScoreBook(url, create=False))
+    if args.study:
+        lines = [line for line in lines if line.study == args.study]
+    if args.format == "json":
+        print(json.dumps([line.as_dict() for line in lines], indent=2))
+    elif lines:
+        print(format_inventory(lines))
+    else:
+        print(f"no dmlopt study in {redact(url)}")
+    return 0
+
+
+def cmd_explain_metrics(args: argparse.Namespace) -> int:
+    from dmlopt.report.explain import explain_html
+
+    _write(Path(args.output), explain_html())
+    print(f"page: {args.output}")
     return 0
 
 
@@ -222,6 +301,18 @@ def cmd_losses(args: argparse.Namespace) -> int:
     keys = losses.names(args.pattern)
     if not keys:
         raise DmloptError(f"no loss matches {args.pattern!r} (known: {', '.join(losses.names())})")
+    if args.format == "json":
+        listed = {}
+        for key in keys:
+            spec = losses.get(key)
+            listed[key] = {
+                "loss_class": spec.loss_class,
+                "miner_class": spec.miner_class,
+                "summary": spec.summary,
+                "space": {name: str(param) for name, param in spec.search_space().items()},
+            }
+        print(json.dumps(listed, indent=2))
+        return 0
     for key in keys:
         spec = losses.get(key)
         extra = f" + {spec.miner_class}" if spec.miner_class else ""
@@ -237,7 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fair deep metric learning comparisons: class-disjoint cross-validated "
         "search on train/val classes, one scoring of the held-out test set.",
     )
+    parser.add_argument("--version", action="version", version=f"dmlopt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def format_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--format", choices=("text", "json"), default="text",
+                       help="output format (default: %(default)s)")  # fmt: skip
 
     def add(
         name: str, handler: Callable[[argparse.Namespace], int], help: str
@@ -273,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "validate a study file; print the resolved config and the folds")
     p.add_argument("study", help="study file (YAML)")
     p.add_argument("--out", help=argparse.SUPPRESS)
+    format_option(p)
 
     p = add("export", cmd_export, "write the best config of <study>/<loss> as a study file")
     p.add_argument("name", help="<study>/<loss>")
@@ -284,13 +381,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="report.html", help="HTML file (default: %(default)s)")
     storage_options(p)
 
-    p = add("dashboard", cmd_dashboard, "serve optuna-dashboard for the storage on 127.0.0.1")
-    p.add_argument("--study", help="its default storage is runs/<study>/study.db")
+    p = add("dashboard", cmd_dashboard, "serve optuna-dashboard for the storage (read-only)")
+    p.add_argument("--study", help="show only this study; its default storage is "
+                   "runs/<study>/study.db")  # fmt: skip
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: %(default)s; there is no authentication)",
+    )
+    p.add_argument(
+        "--writable",
+        action="store_true",
+        help="allow changes from the UI (deleting or creating studies, notes)",
+    )
+    p.add_argument("--artifacts", help="artifact folder (default: DMLOPT_ARTIFACTS, or "
+                   "'artifacts' beside a SQLite database)")  # fmt: skip
     storage_options(p)
+
+    p = add("studies", cmd_studies, "list the studies in a storage: trial states, best val "
+            "MAP@R, how the test set was scored")  # fmt: skip
+    p.add_argument("--study", help="only this study; its default storage is runs/<study>/")
+    format_option(p)
+    storage_options(p)
+
+    p = add("explain-metrics", cmd_explain_metrics, "write a page showing why MAP@R, not P@1: "
+            "three toy embeddings with near-perfect P@1")  # fmt: skip
+    p.add_argument(
+        "-o", "--output", default="metrics.html", help="HTML file (default: %(default)s)"
+    )
 
     p = add("losses", cmd_losses, "list the registered losses and their search spaces")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'multi*'")
+    format_option(p)
     return parser
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,3 +81,61 @@ def write_study(tmp_path: Path):
         return path
 
     return write
+
+
+#: The losses of the :func:`stored` study, and those scored on its test set.
+LOSSES = ["contrastive", "multi_similarity", "triplet"]
+SCORED = ["contrastive", "triplet"]
+
+
+@pytest.fixture(scope="session")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny study with three losses, all searched; contrastive and triplet scored on the
+    test set, multi_similarity not."""
+    import torch
+
+    from dmlopt.cli import main
+
+    root = tmp_path_factory.mktemp("report")
+    out = root / "out"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models train faster without threads fighting for the CPUs
+    try:
+        for losses, final in ((SCORED, True), (["multi_similarity"], False)):
+            path = root / f"{losses[0]}.yaml"
+            path.write_text(yaml.safe_dump(deep_update(TINY_STUDY, {"losses": losses})))
+            extra = [] if final else ["--no-final"]
+            assert main(["run", str(path), "--out", str(out), *extra]) == 0
+    finally:
+        torch.set_num_threads(before)
+    return {"out": out, "url": f"sqlite:///{out / 'study.db'}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_dashboard(*args: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """``dmlopt dashboard *args`` on a free port, until the block ends; yields (port, process)
+    once it answers."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "dmlopt.cli", "dashboard", *args, "--port", str(port)]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/meta", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None:
+                    raise AssertionError(f"dashboard exited: {server.communicate()[1]}") from None
+                assert time.monotonic() < deadline, "dashboard did not start"
+                time.sleep(0.5)
+        yield port, server
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -39,6 +39,7 @@ EXTRA_ENTRY_KEYS = {
     "reproduction_of",
     "fingerprints",
     "diverged",
+    "examples",
 }
 
 

@@ -224,7 +224,7 @@ def test_diverged_reruns_are_recorded_in_final_json_and_the_table(tmp_path: Path
     for kind in ("separated", "concatenated"):
         assert all(np.isfinite(entry["test"][kind]["map_at_r"]["values"]))
     table = format_table(results)
-    assert "contrastiveR!" in table
+    assert "contrastiveR†" in table
     assert "4 of 4 fold trainings diverged" in table
 
 

@@ -7,11 +7,18 @@ from typing import Any
 
 KINDS = (("concatenated", "concat"), ("separated", "sep"))
 METRICS = (("map_at_r", "MAP@R"), ("r_precision", "RP"), ("precision_at_1", "P@1"))
+METRIC_NAMES = {"map_at_r": "MAP@R", "r_precision": "R-Precision", "precision_at_1": "P@1"}
+
+
+def has_interval(summary: Mapping[str, Any]) -> bool:
+    """One rerun has no spread: its interval is not zero, it does not exist."""
+    return len(summary.get("values", [])) > 1
 
 
 def _cell(summary: Mapping[str, Any]) -> str:
     low, high = summary["ci95"]
-    return f"{100 * summary['mean']:6.2f} ±{100 * (high - low) / 2:5.2f}"
+    spread = f"±{100 * (high - low) / 2:5.2f}" if has_interval(summary) else "  n/a "
+    return f"{100 * summary['mean']:6.2f} {spread}"
 
 
 def _val(entry: Mapping[str, Any]) -> str:
@@ -33,7 +40,7 @@ def _marks(entry: Mapping[str, Any]) -> str:
     return (
         ("*" if entry.get("rescored") else "")
         + ("R" if entry.get("reproduction_of") else "")
-        + ("!" if entry.get("diverged") else "")
+        + ("†" if entry.get("diverged") else "")
     )
 
 
@@ -54,7 +61,7 @@ def _notes(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
         if diverged:
             folds = len(entry.get("seeds", [[]])[0]) * entry["runs"]
             notes.append(
-                f"! {loss}: {len(diverged)} of {folds} fold trainings diverged; each kept its "
+                f"† {loss}: {len(diverged)} of {folds} fold trainings diverged; each kept its "
                 "best finite checkpoint (its initial weights if none) and was scored with it"
             )
     return notes
@@ -89,7 +96,7 @@ def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """Per loss: best mean val MAP@R of the search (± its std over folds), then test MAP@R,
     R-Precision and P@1 (%, mean ± half the 95% interval over reruns), concatenated and
     separated, after the untrained network as the baseline. Rescores are marked ``*``,
-    reproductions ``R`` and losses with diverged fold trainings ``!``; scorings on different
+    reproductions ``R`` and losses with diverged fold trainings ``†``; scorings on different
     test data (fingerprints) get separate tables."""
     if not results:
         return "no test scores recorded"

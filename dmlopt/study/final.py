@@ -34,6 +34,7 @@ from dmlopt.metrics.secondary import secondary_scores
 from dmlopt.search_space import Value, fix
 from dmlopt.seeding import derive_seed
 from dmlopt.study.cross_validation import search_folds
+from dmlopt.study.examples import retrieval_examples
 from dmlopt.study.export import best_params
 from dmlopt.study.progress import Progress
 from dmlopt.study.runner import (
@@ -126,10 +127,12 @@ class Chosen:
 
 @dataclass(frozen=True)
 class Rerun:
-    """One rerun's test scores and the fold trainings of it that diverged."""
+    """One rerun's test scores, the fold trainings of it that diverged, and (first rerun only)
+    a few test queries with their neighbours for the report."""
 
     scores: dict[str, dict[str, float]]
     diverged: list[dict[str, int]]
+    examples: dict[str, Any] | None = None
 
 
 class FinalStage:
@@ -220,6 +223,7 @@ class FinalStage:
                 "reproduction_of": choice.reproduction_of,
                 "fingerprints": setup.fingerprints,
                 "diverged": [d for run in runs for d in run.diverged],
+                "examples": runs[0].examples,  # a few test queries, for the report
             }
             self.book.record(self.config.study_name(loss), entry, rescore=rescore)
         return self.results()
@@ -254,7 +258,9 @@ class FinalStage:
                 diverged.append({"run": run, "fold": i, **result.diverged})
             embeddings.append(embed(result.module, setup.test, self.config))
             progress.advance()
-        return Rerun(score_embeddings(embeddings, setup.test.labels), diverged)
+        # retrieval examples of the first rerun only: they illustrate, they are not scores
+        examples = retrieval_examples(embeddings, setup.test) if run == 0 else None
+        return Rerun(score_embeddings(embeddings, setup.test.labels), diverged, examples)
 
     def _untrained_run(
         self, loss: str, params: Mapping[str, Value], setup: TestSetup, run: int

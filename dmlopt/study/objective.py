@@ -12,6 +12,7 @@ from dmlopt.data.base import MetricDataset
 from dmlopt.data.splits import Fold
 from dmlopt.search_space import suggest
 from dmlopt.seeding import derive_seed
+from dmlopt.study.artifacts import TrialArtifacts
 from dmlopt.study.fold import train_fold
 from dmlopt.study.progress import Progress
 
@@ -45,6 +46,7 @@ class CrossValidationObjective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(self.space, trial)
+        artifacts = TrialArtifacts.start(trial, self.config, params)
         scores: list[float] = []
         epochs: list[int] = []
         best_epochs: list[int] = []
@@ -63,8 +65,9 @@ class CrossValidationObjective:
                 train_classes,
                 val_classes,
                 seed=seed,
-                listener=self.progress.epoch if self.progress is not None else None,
+                listener=artifacts.listener(self.progress.epoch if self.progress else None),
             )
+            artifacts.fold_done(i)
             scores.append(result.best_map_at_r)
             epochs.append(result.epochs)
             best_epochs.append(result.best_epoch)

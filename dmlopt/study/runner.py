@@ -16,6 +16,7 @@ from dmlopt.errors import DmloptError
 from dmlopt.search_space import Range
 from dmlopt.seeding import derive_seed
 from dmlopt.study.cross_validation import search_folds
+from dmlopt.study.notes import name_objective
 from dmlopt.study.progress import Progress
 from dmlopt.study.pruning import FoldMedianPruner
 
@@ -87,6 +88,7 @@ def open_study(
     if CONFIG_ATTR not in study.user_attrs:
         public = config.model_copy(update={"storage": None})
         study.set_user_attr(CONFIG_ATTR, public.model_dump(mode="json"))
+    name_objective(study)  # "val MAP@R" in the dashboard, not "Objective 0"
     return study
 
 
