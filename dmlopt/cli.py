@@ -108,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out, storage, book = _open(args, config.study, config.storage)
     final = None
     if not args.no_final:
-        final = FinalStage(config, storage, book, wait_for_workers=True)
+        final = FinalStage(config, storage, book, wait_for_workers=True, out=out)
         final.losses_to_score(args.rescore)  # refuses now if there is nothing left to score
     seed = config.search.seed if args.command == "run" else None  # extra workers must differ
     search(config, storage, dataset, seed=seed, on_loss_done=lambda loss, s: _export_to(out, s))
@@ -127,7 +127,7 @@ def cmd_final(args: argparse.Namespace) -> int:
     # Only an exported config can be scored without a search, so only it may start a database.
     exported = config.exported_from is not None
     out, storage, book = _open(args, config.study, config.storage, create=exported)
-    _finish(FinalStage(config, storage, book), out, rescore=args.rescore)
+    _finish(FinalStage(config, storage, book, out=out), out, rescore=args.rescore)
     return 0
 
 
@@ -231,6 +231,13 @@ def cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from dmlopt.embed import embed_command
+
+    embed_command(args.model, args.data, Path(args.output))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmlopt",
@@ -288,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="its default storage is runs/<study>/study.db")
     p.add_argument("--port", type=int, default=8080)
     storage_options(p)
+
+    p = add("embed", cmd_embed, "embed a dataset or a folder of images with a kept model")
+    p.add_argument("model", help="a model file kept by the final stage (final.keep: models)")
+    p.add_argument("--data", required=True, help="a study file (its dataset) or a folder of images")
+    p.add_argument("-o", "--output", required=True, help="embeddings file to write (.npy)")
 
     p = add("losses", cmd_losses, "list the registered losses and their search spaces")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'multi*'")
