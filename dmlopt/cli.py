@@ -225,10 +225,21 @@ def cmd_losses(args: argparse.Namespace) -> int:
     for key in keys:
         spec = losses.get(key)
         extra = f" + {spec.miner_class}" if spec.miner_class else ""
-        print(f"{key}  ({spec.loss_class}{extra}): {spec.summary}")
+        print(f"{key}  ({spec.loss_class}{extra}): {spec.summary}{_installed_from(key)}")
         for name, param in spec.search_space().items():
             print(f"    {name:24s} {param}")
     return 0
+
+
+def _installed_from(loss: str) -> str:
+    """`` [installed: <distribution> <version>]`` for a loss an installed package registers."""
+    from dmlopt.losses.registry import is_builtin
+    from dmlopt.plugins import entry_points
+
+    if is_builtin(loss):
+        return ""
+    dist = entry_points("loss")[loss].dist
+    return f" [installed: {dist.name} {dist.version}]" if dist is not None else " [installed]"
 
 
 def cmd_embed(args: argparse.Namespace) -> int:

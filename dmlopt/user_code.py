@@ -67,7 +67,8 @@ def verify(config: StudyConfig) -> None:
     """Import every piece of user code ``config`` names and check it can be used as named: a
     loss class taking the arguments its space and ``needs`` give and called with
     ``(embeddings, labels, indices_tuple)``, a trunk factory of the input shape, a dataset class
-    taking the study file's keys. Nothing is imported when the study names no user code."""
+    taking the study file's keys; and for an exported config, the same code as its search ran
+    (:func:`check_exported_code`). Nothing is imported when the study names no user code."""
     for loss in config.losses:
         if _user_loss_paths(config, loss):
             _verify_loss(config, loss)
@@ -83,6 +84,7 @@ def verify(config: StudyConfig) -> None:
         what = f"model.trunk {shared['trunk']}"
         if not callable(load(shared["trunk"], what)):
             raise DmloptError(f"{what}: not callable (expected a function of the input shape)")
+    check_exported_code(config)
 
 
 def _verify_loss(config: StudyConfig, loss: str) -> None:
