@@ -590,3 +590,28 @@ def test_provenance_has_versions_device_date_and_the_git_state(
     assert git_state(repo) is None
     monkeypatch.chdir(repo)
     assert environment()["git"] is None
+
+
+def test_an_integer_range_of_a_user_loss_is_searched_as_integers(
+    user_module: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``int: true``: integer values reach the class, and a single integer range within the
+    budget is searched as a grid, each value once, as for built-in losses."""
+    user_module.write_text(
+        USER_LOSS.replace("margin: float = 0.5", "margin: float = 0.5, power: int = 1").replace(
+            "        self.margin = margin\n",
+            "        self.margin = margin\n        assert isinstance(power, int)\n",
+        )
+    )
+    space = {"loss": {"power": {"low": 1, "high": 2, "int": True}, "margin": 0.5}}
+    path = study(
+        tmp_path, quick({"losses": {"mine": {"class": "edited_loss:Loss", "space": space}},
+                         "search": {"n_trials": 2}})
+    )  # fmt: skip
+    rc, _, err = cli(capsys, "run", path, "--out", tmp_path / "out", "--no-final")
+    assert rc == 0, err
+    trials = optuna.load_study(
+        study_name="tiny/mine", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}"
+    ).trials
+    assert sorted(t.params["loss.power"] for t in trials) == [1, 2]
+    assert all(set(t.params) == {"loss.power"} for t in trials)  # margin is fixed

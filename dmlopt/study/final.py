@@ -159,6 +159,8 @@ class FinalStage:
         self.book = book
         self.wait_for_workers = wait_for_workers
         self.out = out
+        #: ``{loss: final.json entry}`` of the scorings this object recorded
+        self.recorded: dict[str, dict[str, Any]] = {}
 
     def losses_to_score(self, rescore: bool) -> list[str]:
         """The losses this final stage scores: all with ``rescore``, else those never scored
@@ -240,6 +242,7 @@ class FinalStage:
                 "kept": None if keep is None else f"kept/{loss}",  # in the output folder
             }
             self.book.record(self.config.study_name(loss), entry, rescore=rescore)
+            self.recorded[loss] = entry
         return self.results()
 
     def results(self) -> dict[str, Any]:

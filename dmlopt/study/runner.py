@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.study import MaxTrialsCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from dmlopt.config import FinalConfig, StudyConfig
 from dmlopt.data.base import MetricDataset
@@ -153,6 +153,7 @@ def search(
     *,
     seed: int | None,
     on_loss_done: Callable[[str, optuna.Study], None] | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> None:
     """Run trials for every loss until each study holds its :func:`trial_budget` of finished
     trials.
@@ -160,7 +161,8 @@ def search(
     Several processes may run this on one storage (distributed workers): the trial budget is
     shared through the database, not counted per process. Other workers' running trials count
     against it, so workers that each see one trial left do not all start one; workers finishing
-    at the same instant can still overrun it by at most one trial each.
+    at the same instant can still overrun it by at most one trial each. ``callbacks`` are
+    Optuna's, called after each trial (experiment trackers).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
@@ -183,7 +185,7 @@ def search(
                 study.optimize(
                     objective,
                     n_trials=n_trials - done,
-                    callbacks=[MaxTrialsCallback(n_trials, states=counted), progress],
+                    callbacks=[MaxTrialsCallback(n_trials, states=counted), progress, *callbacks],
                     catch=(),
                 )
         finally:
