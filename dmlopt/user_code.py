@@ -100,7 +100,13 @@ def _verify_loss(config: StudyConfig, loss: str) -> None:
         {f"loss.{k}": v for k, v in values.items()}, num_classes=2, embedding_dim=2
     )
     check_call(cls, (), kwargs, what)
-    check_call(cls.forward, (None, "embeddings", "labels", "indices_tuple"), {}, f"{what}.forward")
+    try:
+        check_call(cls.forward, (None, "embeddings", "labels", "indices_tuple"), {}, what)
+    except DmloptError as e:
+        raise DmloptError(
+            f"{what}: forward must take (embeddings, labels, indices_tuple) as "
+            f"pytorch-metric-learning's losses do; {str(e).partition(': ')[2]}"
+        ) from None
 
 
 def check_same_code(config: StudyConfig, loss: str, study: optuna.Study) -> None:

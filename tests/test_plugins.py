@@ -353,7 +353,11 @@ ERRORS: dict[str, tuple[Any, str]] = {
         "module 'own_loss.losses' has no attribute 'NoSuchLoss'",
     ),
     "not_a_module": (_not_a_module, "plain_class:Loss): not a torch.nn.Module class"),
-    "wrong_forward": (_bad_forward, "forward: too many positional arguments"),
+    "wrong_forward": (
+        _bad_forward,
+        "forward must take (embeddings, labels, indices_tuple) as pytorch-metric-learning's "
+        "losses do; too many positional arguments (it takes: self, embeddings)",
+    ),
     "space_argument_missing": (
         {"losses": {"mine": deep_update(PROXY_MARGIN, {"space": {"loss": {"margn": 0.1}}})}},
         "got an unexpected keyword argument 'margn' (it takes: num_classes, embedding_size, "
@@ -423,6 +427,20 @@ def test_user_code_errors_are_one_line_and_store_nothing(
     assert not out.exists() and not (tmp_path / "runs").exists()
 
 
+def test_check_of_a_study_with_user_code_does_not_import_lightning(tmp_path: Path) -> None:
+    path = study(tmp_path, {"losses": {"mine": PROXY_MARGIN}})
+    code = (
+        f"import sys\nfrom dmlopt.cli import main\nassert main(['check', {str(path)!r}]) == 0\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'torchmetrics')]\n"
+        "assert not heavy, heavy[:5]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=process_env(EXAMPLE_SRC)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "# mine: loss.margin [0, 0.5] lin" in result.stdout
+
+
 def test_user_code_error_in_a_real_process(tmp_path: Path) -> None:
     path = study(tmp_path, {"losses": {"mine": {"class": "own_loss.losses:NoSuchLoss"}}})
     result = subprocess.run(
@@ -460,6 +478,13 @@ def test_resuming_with_edited_loss_code_is_refused(
     assert rc == 0, err
     entry = json.loads((out / "final.json").read_text())["mine"]
     assert entry["provenance"]["code"]["loss mine"]["import_path"] == "edited_loss:Loss"
+    from dmlopt.report.collect import collect
+    from dmlopt.study.storage import ScoreBook
+
+    url = f"sqlite:///{out}/study.db"
+    collected = collect(optuna.storages.RDBStorage(url), ScoreBook(url, create=False), "tiny")
+    test = collected["tiny"]["mine"].test
+    assert test is not None and test["provenance"] == entry["provenance"]  # the report's data
 
 
 def test_scoring_an_export_with_edited_code_is_refused(
