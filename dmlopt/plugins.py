@@ -139,7 +139,12 @@ def code_identity(path: str, what: str) -> dict[str, str]:
 
 
 def changes(stored: dict[str, dict[str, str]], current: dict[str, dict[str, str]]) -> list[str]:
-    """What differs between two ``{role: code identity}`` records, one phrase per role."""
+    """What differs between two ``{role: code identity}`` records, one phrase per role, e.g.
+    ``"loss mine pkg.losses:Mine (sha256 3f1c0e4b9a2d -> 8be71a0c55f2)"``."""
+
+    def shown(key: str, value: str | None) -> str:
+        return str(value)[:12] if key == "sha256" and value else str(value)
+
     out = []
     for role in sorted(set(stored) | set(current)):
         old, new = stored.get(role), current.get(role)
@@ -148,11 +153,10 @@ def changes(stored: dict[str, dict[str, str]], current: dict[str, dict[str, str]
         if old is None or new is None:
             out.append(f"{role} {'added' if old is None else 'removed'}")
             continue
-        fields = [k for k in ("import_path", "sha256", "distribution") if old.get(k) != new.get(k)]
         detail = ", ".join(
-            f"{k} {str(old.get(k))[:12]} -> {str(new.get(k))[:12]}" if k == "sha256" else
-            f"{k} {old.get(k)} -> {new.get(k)}"
-            for k in fields
-        )  # fmt: skip
+            f"{key} {shown(key, old.get(key))} -> {shown(key, new.get(key))}"
+            for key in ("import_path", "sha256", "distribution")
+            if old.get(key) != new.get(key)
+        )
         out.append(f"{role} {new.get('import_path')} ({detail})")
     return out

@@ -12,7 +12,7 @@ a changed setting (:func:`check_same_code`).
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dmlopt import losses
 from dmlopt.config import StudyConfig, UserData, UserLoss
@@ -132,12 +132,11 @@ def record_code(config: StudyConfig, loss: str, study: optuna.Study) -> None:
 def check_exported_code(config: StudyConfig) -> None:
     """Refuse to score an exported config with other user code than its search ran."""
     exported = config.exported_from
-    stored: Any = (exported.provenance or {}).get("code") if exported is not None else None
-    if stored is None:
+    if exported is None or exported.provenance is None or "code" not in exported.provenance:
         return
-    changed = changes(stored, identities(config))
+    changed = changes(exported.provenance["code"], identities(config))
     if changed:
         raise DmloptError(
-            f"the code differs from the one {exported.study} was searched with "  # type: ignore[union-attr]
+            f"the code differs from the one {exported.study} was searched with "
             f"({'; '.join(changed)}): restore it to reproduce that search's config"
         )
