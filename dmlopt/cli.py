@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from dmlopt.study.final import FinalStage
     from dmlopt.study.storage import ScoreBook
+    from dmlopt.tracking import MlflowTracker
 
 
 def _out_dir(args: argparse.Namespace, study: str) -> Path:
@@ -124,16 +125,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     search_folds(config, dataset)
     build_model(config.model, dataset.input_shape)
     check_hardware(config.training)
+    tracker = _tracker(args, config.study)  # a missing extra fails before storage is opened
     out, storage, book = _open(args, config.study, config.storage)
     final = None
     if not args.no_final:
-        final = FinalStage(config, storage, book, wait_for_workers=True)
+        final = FinalStage(config, storage, book, wait_for_workers=True, out=out)
         final.losses_to_score(args.rescore)  # refuses now if there is nothing left to score
     seed = config.search.seed if args.command == "run" else None  # extra workers must differ
-    search(config, storage, dataset, seed=seed, on_loss_done=lambda loss, s: _loss_done(out, s))
+    search(
+        config, storage, dataset, seed=seed, on_loss_done=lambda loss, s: _loss_done(out, s),
+        callbacks=[tracker] if tracker is not None else (),
+    )  # fmt: skip
     if final is not None:
-        _finish(final, out, rescore=args.rescore)
+        _finish(final, out, rescore=args.rescore, tracker=tracker)
     return 0
+
+
+def _tracker(args: argparse.Namespace, study: str) -> MlflowTracker | None:
+    """The MLflow tracker ``--mlflow`` asks for (experiment: the study's name), or ``None``."""
+    if not getattr(args, "mlflow", None):
+        return None
+    from dmlopt.tracking import MlflowTracker
+
+    return MlflowTracker(args.mlflow, study)
 
 
 def cmd_final(args: argparse.Namespace) -> int:
@@ -143,20 +157,26 @@ def cmd_final(args: argparse.Namespace) -> int:
 
     config = load_study(args.study)
     check_hardware(config.training)
+    tracker = _tracker(args, config.study)
     # Only an exported config can be scored without a search, so only it may start a database.
     exported = config.exported_from is not None
     out, storage, book = _open(args, config.study, config.storage, create=exported)
-    _finish(FinalStage(config, storage, book), out, rescore=args.rescore)
+    _finish(FinalStage(config, storage, book, out=out), out, rescore=args.rescore, tracker=tracker)
     return 0
 
 
-def _finish(final: FinalStage, out: Path, *, rescore: bool) -> None:
+def _finish(
+    final: FinalStage, out: Path, *, rescore: bool, tracker: MlflowTracker | None = None
+) -> None:
     from dmlopt.report.collect import collect_studies
     from dmlopt.report.page import report_html
     from dmlopt.report.table import format_table
     from dmlopt.study.notes import note_study
 
     results = final.run(rescore=rescore)
+    if tracker is not None:
+        for loss, entry in final.recorded.items():
+            tracker.log_final(final.config.study_name(loss), entry)
     _write(out / "final.json", json.dumps(results, indent=2) + "\n")
     for loss, entry in results.items():
         note_study(final.storage, final.config, loss, entry)
@@ -316,9 +336,27 @@ def cmd_losses(args: argparse.Namespace) -> int:
     for key in keys:
         spec = losses.get(key)
         extra = f" + {spec.miner_class}" if spec.miner_class else ""
-        print(f"{key}  ({spec.loss_class}{extra}): {spec.summary}")
+        print(f"{key}  ({spec.loss_class}{extra}): {spec.summary}{_installed_from(key)}")
         for name, param in spec.search_space().items():
             print(f"    {name:24s} {param}")
+    return 0
+
+
+def _installed_from(loss: str) -> str:
+    """`` [installed: <distribution> <version>]`` for a loss an installed package registers."""
+    from dmlopt.losses.registry import is_builtin
+    from dmlopt.plugins import entry_points
+
+    if is_builtin(loss):
+        return ""
+    dist = entry_points("loss")[loss].dist
+    return f" [installed: {dist.name} {dist.version}]" if dist is not None else " [installed]"
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from dmlopt.embed import embed_command
+
+    embed_command(args.model, args.data, Path(args.output))
     return 0
 
 
@@ -350,21 +388,31 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--out", help="output folder (default: runs/<study>)")
 
+    def tracking_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--mlflow",
+            metavar="URI",
+            help="log trials and test scores to MLflow at this tracking URI (extra: mlflow)",
+        )
+
     p = add("run", cmd_run, "search every loss, then score the test set once, then print the table")
     p.add_argument("study", help="study file (YAML)")
     p.add_argument("--no-final", action="store_true", help="stop after the search")
     p.add_argument("--rescore", action="store_true", help="score the test set again (recorded)")
     storage_options(p)
+    tracking_option(p)
 
     p = add("worker", cmd_run, "join a distributed search as one more worker (no final stage)")
     p.add_argument("study", help="study file (YAML)")
     p.set_defaults(no_final=True, rescore=False)
     storage_options(p)
+    tracking_option(p)
 
     p = add("final", cmd_final, "retrain the best config of each loss and score the test set once")
     p.add_argument("study", help="study file (YAML), or an exported best config")
     p.add_argument("--rescore", action="store_true", help="score the test set again (recorded)")
     storage_options(p)
+    tracking_option(p)
 
     p = add("check", cmd_check, "validate a study file; print the resolved config and the folds")
     p.add_argument("study", help="study file (YAML)")
@@ -410,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", default="metrics.html", help="HTML file (default: %(default)s)"
     )
+
+    p = add("embed", cmd_embed, "embed a dataset or a folder of images with a kept model")
+    p.add_argument("model", help="a model file kept by the final stage (final.keep: models)")
+    p.add_argument("--data", required=True, help="a study file (its dataset) or a folder of images")
+    p.add_argument("-o", "--output", required=True, help="embeddings file to write (.npy)")
 
     p = add("losses", cmd_losses, "list the registered losses and their search spaces")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'multi*'")

@@ -15,7 +15,9 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -23,7 +25,9 @@ from pydantic import (
 
 from dmlopt import losses
 from dmlopt.errors import DmloptError
-from dmlopt.search_space import Param, merge
+from dmlopt.losses.registry import PARAMETER_LR, LossSpec
+from dmlopt.plugins import entry_points, is_import_path
+from dmlopt.search_space import Param, merge, parse_param
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -101,9 +105,58 @@ class OmlCsvData(Schema):
     transform: ImageTransform = ImageTransform(size=227, resize=256)
 
 
+#: The built-in dataset names; any other name is a user's dataset (:class:`UserData`).
+BUILTIN_DATASETS = ("synthetic", "folder", "npz", "cub200", "cars196", "sop", "oml_csv")
+_USER = "user"  # the union tag of user code
+_BUILTIN = "builtin"
+_TAGS = {_USER, _BUILTIN}  # union tags: left out of error locations (see _one_line)
+
+
+def dataset_names() -> list[str]:
+    """Built-in dataset names, then those installed packages register."""
+    return [*BUILTIN_DATASETS, *sorted(set(entry_points("dataset")) - set(BUILTIN_DATASETS))]
+
+
+class UserData(BaseModel):
+    """A dataset of the user's own: ``name`` is a :class:`~dmlopt.data.base.MetricDataset`
+    subclass as ``"module:Class"``, or the name an installed package registers it under;
+    every other key is passed to its constructor as a keyword argument (docs/plugins.md)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if is_import_path(value) or value in entry_points("dataset"):
+            return value
+        raise ValueError(
+            f"unknown dataset {value!r} (known: {', '.join(dataset_names())}; "
+            "or a dataset class of your own as 'module:Class')"
+        )
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The constructor's keyword arguments: every key but ``name``."""
+        return dict(self.model_extra or {})
+
+
+def _dataset_kind(value: Any) -> str:
+    name = value.get("name") if isinstance(value, Mapping) else getattr(value, "name", None)
+    if name in ("cub200", "cars196", "sop"):
+        return "benchmark"
+    return name if name in BUILTIN_DATASETS else _USER
+
+
 DatasetConfig = Annotated[
-    SyntheticData | FolderData | NpzData | BenchmarkData | OmlCsvData,
-    Field(discriminator="name"),
+    Annotated[SyntheticData, Tag("synthetic")]
+    | Annotated[FolderData, Tag("folder")]
+    | Annotated[NpzData, Tag("npz")]
+    | Annotated[BenchmarkData, Tag("benchmark")]
+    | Annotated[OmlCsvData, Tag("oml_csv")]
+    | Annotated[UserData, Tag(_USER)],
+    Discriminator(_dataset_kind),
 ]
 
 
@@ -116,6 +169,9 @@ class SplitConfig(Schema):
 
 
 class ModelConfig(Schema):
+    """``trunk``: a built-in or installed trunk's name, or a factory of the user's own as
+    ``"module:function"`` (docs/plugins.md)."""
+
     trunk: str = "small_cnn"
     embedding_dim: PositiveInt = 64
     pretrained: Path | None = None
@@ -172,7 +228,14 @@ class SearchConfig(Schema):
 
 
 class FinalConfig(Schema):
+    """``keep``: what of the final stage stays in the output folder. ``embeddings`` (the
+    default): every fold model's test embeddings and the test labels (``.npy``), enough to
+    re-score or compare without retraining, and as small as the test set; ``models``: those and
+    every fold model's weights with its resolved config (``dmlopt.load_model``), which for a
+    large trunk is far more (BN-Inception is about 45 MB per fold model); ``none``: nothing."""
+
     runs: PositiveInt = 3
+    keep: Literal["models", "embeddings", "none"] = "embeddings"
 
 
 class ExportedFrom(Schema):
@@ -183,11 +246,88 @@ class ExportedFrom(Schema):
     trial: int
     val_map_at_r: float
     val_map_at_r_std: float | None = None
+    # Versions, commit, device and the identity of user code of the search it came from
+    # (dmlopt.provenance); "code" is compared with the code that scores it.
+    provenance: dict[str, Any] | None = None
 
 
 LossOverrides = dict[str, dict[str, Any]]
 #: The groups a loss's parameters live in, as the first part of their dotted names.
 PARAM_GROUPS = ("loss", "miner", "loss_optimizer")
+_USER_GROUPS = ("loss", "loss_optimizer")
+
+
+class UserLoss(Schema):
+    """A loss of the user's own: a ``torch.nn.Module`` class as ``"module:Class"``, called as
+    pytorch-metric-learning's losses are, ``loss(embeddings, labels, indices_tuple)``.
+
+    ``needs`` names what dmlopt passes to its constructor (``num_classes``: the fold's training
+    classes; ``embedding_size``), ``space`` its searched (``{low, high, log, int}``) and fixed
+    (a number) keyword arguments under ``loss``, and the learning rate of its own parameters
+    under ``loss_optimizer.lr``."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, serialize_by_alias=True
+    )
+
+    loss_class: str = Field(alias="class")
+    needs: tuple[Literal["num_classes", "embedding_size"], ...] = ()
+    space: LossOverrides = {}
+
+    @field_validator("loss_class")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        if not is_import_path(value):
+            raise ValueError(f"expected a class as 'module:Class', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _valid_space(self) -> UserLoss:
+        self.spec("loss")  # raises on unknown groups or malformed ranges
+        return self
+
+    def spec(self, key: str) -> LossSpec:
+        """The registry entry this loss stands for under the name ``key``."""
+        for group, params in self.space.items():
+            if group not in _USER_GROUPS or not isinstance(params, Mapping):
+                raise ValueError(
+                    f"space: expected groups {', '.join(_USER_GROUPS)} mapping names to values, "
+                    f"got {group!r}"
+                )
+        optimizer = self.space.get("loss_optimizer", {})
+        if set(optimizer) - {"lr"}:
+            raise ValueError(f"space.loss_optimizer: only lr is searched, got {sorted(optimizer)}")
+
+        def param(group: str, name: str, value: Any) -> Param:
+            try:
+                return parse_param(value)
+            except ValueError as e:
+                raise ValueError(f"space.{group}.{name}: {e}") from None
+
+        lr = optimizer.get("lr")
+        return LossSpec(
+            key=key,
+            loss_class=self.loss_class,
+            space={k: param("loss", k, v) for k, v in self.space.get("loss", {}).items()},
+            summary=f"{self.loss_class}, from the study file",
+            needs_num_classes="num_classes" in self.needs,
+            needs_embedding_size="embedding_size" in self.needs,
+            has_parameters="lr" in optimizer,
+            parameter_lr=PARAMETER_LR if lr is None else param("loss_optimizer", "lr", lr),
+        )
+
+
+def _loss_kind(value: Any) -> str:
+    if isinstance(value, UserLoss):
+        return _USER
+    return _USER if isinstance(value, Mapping) and "class" in value else _BUILTIN
+
+
+#: A loss of the study: overrides of a registered loss's space, or a loss of the user's own.
+LossEntry = Annotated[
+    Annotated[UserLoss, Tag(_USER)] | Annotated[LossOverrides, Tag(_BUILTIN)],
+    Discriminator(_loss_kind),
+]
 
 
 class StudyConfig(Schema):
@@ -197,7 +337,7 @@ class StudyConfig(Schema):
     dataset: DatasetConfig
     split: SplitConfig = SplitConfig()
     model: ModelConfig = ModelConfig()
-    losses: dict[str, LossOverrides]
+    losses: dict[str, LossEntry]
     training: TrainingConfig = TrainingConfig()
     search: SearchConfig = SearchConfig()
     final: FinalConfig = FinalConfig()
@@ -215,13 +355,23 @@ class StudyConfig(Schema):
 
     @field_validator("losses")
     @classmethod
-    def _known_losses_and_params(cls, value: dict[str, LossOverrides]) -> dict[str, LossOverrides]:
+    def _known_losses_and_params(cls, value: dict[str, Any]) -> dict[str, Any]:
         if not value:
             raise ValueError("at least one loss is needed")
-        for name, overrides in value.items():
+        for name, entry in value.items():
+            if isinstance(entry, UserLoss):
+                if name in losses.names():
+                    raise ValueError(
+                        f"{name}: a loss of your own needs a name of its own ({name!r} is "
+                        "registered)"
+                    )
+                continue
             if name not in losses.names():
-                raise ValueError(f"unknown loss {name!r} (known: {', '.join(losses.names())})")
-            _loss_space(name, overrides)  # raises on unknown parameters or bad ranges
+                raise ValueError(
+                    f"unknown loss {name!r} (known: {', '.join(losses.names())}; or a loss of "
+                    "your own as {class: 'module:Class', needs: [...], space: {...}})"
+                )
+            _loss_space(name, entry)  # raises on unknown parameters or bad ranges
         return value
 
     @field_validator("model")
@@ -229,8 +379,11 @@ class StudyConfig(Schema):
     def _known_trunk(cls, value: ModelConfig) -> ModelConfig:
         from dmlopt.models import trunk_names
 
-        if value.trunk not in trunk_names():
-            raise ValueError(f"unknown trunk {value.trunk!r} (known: {', '.join(trunk_names())})")
+        if value.trunk not in trunk_names() and not is_import_path(value.trunk):
+            raise ValueError(
+                f"unknown trunk {value.trunk!r} (known: {', '.join(trunk_names())}; or a "
+                "factory of your own as 'module:function')"
+            )
         return value
 
     @model_validator(mode="after")
@@ -246,9 +399,26 @@ class StudyConfig(Schema):
             )
         return self
 
+    def loss_spec(self, loss: str) -> LossSpec:
+        """The registry entry of ``loss``: built in, installed, or this file's own."""
+        entry = self.losses[loss]
+        return entry.spec(loss) if isinstance(entry, UserLoss) else losses.get(loss)
+
     def loss_space(self, loss: str) -> dict[str, Param]:
-        """The search space of ``loss``: the registry's, with this file's overrides."""
-        return _loss_space(loss, self.losses[loss])
+        """The search space of ``loss``: the registry's with this file's overrides, or the one
+        this file gives a loss of its own."""
+        entry = self.losses[loss]
+        if isinstance(entry, UserLoss):
+            return entry.spec(loss).search_space()
+        return _loss_space(loss, entry)
+
+    def fixed_loss(self, loss: str, values: Mapping[str, Any]) -> Any:
+        """The ``losses`` entry of ``loss`` with every parameter fixed at ``values`` (an
+        export): overrides, or this file's own loss with a space of fixed values."""
+        entry = self.losses[loss]
+        if isinstance(entry, UserLoss):
+            return entry.model_copy(update={"space": nest(values)})
+        return nest(values)
 
     def study_name(self, loss: str) -> str:
         return f"{self.study}/{loss}"
@@ -286,8 +456,9 @@ def parse_study(data: Any, *, source: str = "study file") -> StudyConfig:
         raise DmloptError(f"{source}: {_one_line(e)}") from None
 
 
-def load_study(path: str | os.PathLike[str]) -> StudyConfig:
-    """Read and validate a study file."""
+def load_study(path: str | os.PathLike[str], *, verify_code: bool = True) -> StudyConfig:
+    """Read and validate a study file; with ``verify_code``, also import the user code it names
+    and check that it can be called as the file says (:func:`dmlopt.user_code.verify`)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -299,7 +470,12 @@ def load_study(path: str | os.PathLike[str]) -> StudyConfig:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise DmloptError(f"{path}:{where} malformed YAML: {getattr(e, 'problem', e)}") from None
-    return parse_study(data, source=str(path))
+    config = parse_study(data, source=str(path))
+    if verify_code:
+        from dmlopt.user_code import verify
+
+        verify(config)
+    return config
 
 
 def dump_study(config: StudyConfig) -> str:
@@ -311,7 +487,9 @@ def dump_study(config: StudyConfig) -> str:
 def _one_line(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
+        loc = ".".join(
+            str(p) for p in item["loc"] if not str(p).startswith("function-") and p not in _TAGS
+        )
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             msg = "unknown key"

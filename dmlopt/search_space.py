@@ -89,6 +89,20 @@ def _number(value: Any, integer: bool) -> Value:
     return int(value) if integer else float(value)
 
 
+def parse_param(value: Any) -> Param:
+    """A parameter of a user's own loss: a number (fixed) or ``{low, high, log, int}`` (searched;
+    ``int: true`` for an integer range, floats otherwise)."""
+    if isinstance(value, Mapping):
+        if set(value) - {"low", "high", "log", "int"} or not {"low", "high"} <= set(value):
+            raise ValueError(f"a range is {{low, high, log, int}}, got {dict(value)}")
+        integer = value.get("int", False)
+        if not isinstance(integer, bool) or not isinstance(value.get("log", False), bool):
+            raise ValueError(f"log and int are true or false, got {dict(value)}")
+        low, high = _number(value["low"], integer), _number(value["high"], integer)
+        return Range(low, high, value.get("log", False), integer)
+    return _number(value, isinstance(value, int) and not isinstance(value, bool))
+
+
 def suggest(space: Mapping[str, Param], trial: optuna.Trial) -> dict[str, Value]:
     """Every parameter's value for this trial: ranges sampled, fixed values passed through."""
     return {

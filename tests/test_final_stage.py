@@ -40,6 +40,8 @@ EXTRA_ENTRY_KEYS = {
     "fingerprints",
     "diverged",
     "examples",
+    "provenance",
+    "kept",
 }
 
 
@@ -345,9 +347,9 @@ def test_stored_config_and_export_carry_no_storage(
     rc, exported, err = cli(capsys, "export", "pw/contrastive", "--storage", url)
     assert rc == 0, err
     assert "storage" not in yaml.safe_load(exported)
-    for path in out.rglob("*"):
+    for path in out.rglob("*"):  # kept embeddings and models included
         if path.is_file():
-            assert str(db) not in path.read_text(), path
+            assert str(db).encode() not in path.read_bytes(), path
 
     # One rerun: no spread, so the interval is the mean itself.
     final = json.loads((out / "final.json").read_text())["contrastive"]

@@ -242,3 +242,44 @@ def test_compressed_npz_is_a_clear_error(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "compressed" in err
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- a user's dataset
+def test_user_dataset_search_never_reads_a_test_class_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example plugin's dataset (examples/own_loss), named by import path: the guarantee
+    holds for any dataset that keeps to the protocol (labels listed, samples read on demand)."""
+    monkeypatch.syspath_prepend(
+        str(Path(__file__).resolve().parent.parent / "examples/own_loss/src")
+    )
+    from own_loss.data import BlobsDataset
+
+    study = write_study(
+        tmp_path / "study.yaml",
+        {"name": "own_loss.data:BlobsDataset", "classes": N_CLASSES, "per_class": PER_CLASS},
+        model={"trunk": "own_loss.nets:tiny_mlp", "embedding_dim": 16},
+    )
+    recorder = Recorder()
+    read, center = BlobsDataset.read, BlobsDataset.center
+
+    def recording_read(self: BlobsDataset, index: int, *, train: bool) -> Any:
+        recorder.record(("sample", int(self.labels[index])))
+        return read(self, index, train=train)
+
+    def recording_center(self: BlobsDataset, label: int) -> Any:
+        recorder.record(("center", int(label)))
+        return center(self, label)
+
+    monkeypatch.setattr(BlobsDataset, "read", recording_read)
+    monkeypatch.setattr(BlobsDataset, "center", recording_center)
+
+    out = tmp_path / "out"
+    assert dmlopt("run", study, "--no-final", "--out", out) == 0
+    searched = set(recorder.seen["search"])
+    assert ("sample", TRAINVAL[0]) in searched  # the recording works
+    assert {label for _, label in searched} <= set(TRAINVAL)
+
+    recorder.stage = "final"
+    assert dmlopt("final", study, "--out", out) == 0
+    assert set(TEST) <= {label for kind, label in recorder.seen["final"] if kind == "sample"}

@@ -17,7 +17,9 @@ Key names are dotted paths through the study file, with three conventions:
 * **User-chosen names.** Where the study file maps names it chooses (the losses, their parameter
   groups, their parameters), the name is a placeholder: ``losses.<loss>`` (a loss is compared),
   ``losses.<loss>.<group>`` and ``losses.<loss>.<group>.<param>`` (a parameter override: a number
-  fixes it), and ``losses.<loss>.<group>.<param>.<low|high|log>`` (a range override).
+  fixes it), and ``losses.<loss>.<group>.<param>.<low|high|log>`` (a range override). A loss of
+  the user's own has ``losses.<loss>.class``, ``.needs`` and ``.space.<group>.<param>``; a
+  dataset of the user's own passes ``dataset.<user>.<option>`` to its constructor.
 * **Node ids** may leave out a parametrized test's ``[...]`` part; the test then covers every key
   it is listed for through its parameters.
 
@@ -33,14 +35,14 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import numpy as np
 import optuna
 import pytest
 import torch
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, Discriminator
 
 from dmlopt import losses
 from dmlopt.cli import main
@@ -69,6 +71,8 @@ REGISTRY = "tests/test_losses.py"
 INTEGRITY = "tests/test_search_integrity.py"
 PROTOCOL = "tests/test_protocol.py"
 PRUNING = "tests/test_pruning.py"
+PLUGINS = "tests/test_plugins.py"
+USER_LOSS_TEST = "test_a_user_loss_is_searched_scored_and_exported_like_a_builtin_one"
 
 #: The image transform's keys; each image dataset reads its samples through them.
 TRANSFORM_KEYS = (
@@ -137,6 +141,23 @@ EFFECTS: dict[str, str] = {
     "search.pruner": f"{PRUNING}::test_pruner_setting_decides_whether_weak_trials_stop_early",
     "search.seed": f"{HERE}::test_search_seed_decides_sampled_values_and_training_seeds",
     "final.runs": f"{FINAL}::test_final_json_matches_the_contract",
+    "final.keep": f"{PLUGINS}::test_final_keep_decides_what_is_kept",
+    # ------------------------------------------------------------------ user code
+    "dataset.<user>.<option>": f"{PLUGINS}::test_installed_plugins_are_listed_and_run_by_name",
+    **{
+        f"losses.<loss>.{key}": f"{PLUGINS}::{USER_LOSS_TEST}"
+        for key in ("class", "needs", "space.<group>", "space.<group>.<param>")
+    },
+    **{
+        f"losses.<loss>.space.<group>.<param>.{key}": f"{PLUGINS}::{USER_LOSS_TEST}"
+        for key in ("low", "high", "log")
+    },
+    "losses.<loss>.space.<group>.<param>.int": (
+        f"{PLUGINS}::test_an_integer_range_of_a_user_loss_is_searched_as_integers"
+    ),
+    "exported_from.provenance.<key>": (
+        f"{PLUGINS}::test_scoring_an_export_with_edited_code_is_refused"
+    ),
     # ------------------------------------------------------------------ exported configs
     "exported_from.study": f"{HERE}::test_exported_origin_is_recorded_as_a_reproduction",
     "exported_from.trial": f"{HERE}::test_exported_origin_is_recorded_as_a_reproduction",
@@ -151,33 +172,41 @@ PLACEHOLDERS = {
     "losses": "<loss>",
     "losses.<loss>": "<group>",
     "losses.<loss>.<group>": "<param>",
+    "losses.<loss>.space": "<group>",
+    "losses.<loss>.space.<group>": "<param>",
+    "exported_from.provenance": "<key>",
 }
 #: Leaves that also take a mapping of their own keys, validated outside pydantic.
-SUBKEYS = {"losses.<loss>.<group>.<param>": RANGE_KEYS}
+SUBKEYS = {
+    "losses.<loss>.<group>.<param>": RANGE_KEYS,
+    "losses.<loss>.space.<group>.<param>": (*RANGE_KEYS, "int"),
+}
+#: The name of a dataset of the user's own, and its constructor's options.
+USER_DATASET = "<user>"
 
 
 def schema_keys(model: type[BaseModel] = StudyConfig, prefix: str = "") -> set[str]:
     """Every dotted key of ``model`` (see the module docstring for the naming)."""
     keys: set[str] = set()
     for name, info in model.model_fields.items():
-        keys |= _keys_of(info.annotation, f"{prefix}{name}", info.discriminator)
+        tagged = [m for m in info.metadata if isinstance(m, Discriminator)]
+        discriminator = info.discriminator or (tagged[0] if tagged else None)
+        keys |= _keys_of(info.annotation, f"{prefix}{info.alias or name}", discriminator)
+    if model.model_config.get("extra") == "allow":  # options passed on to user code
+        keys.add(f"{prefix}<option>")
     return keys
 
 
 def _keys_of(annotation: Any, path: str, discriminator: Any = None) -> set[str]:
     while get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
+        annotation, *metadata = get_args(annotation)
+        tagged = [m for m in metadata if isinstance(m, Discriminator)]
+        discriminator = tagged[0] if tagged else discriminator
     origin = get_origin(annotation)
     if origin in (Union, types.UnionType):
         members = [a for a in get_args(annotation) if a is not type(None)]
-        if isinstance(discriminator, str):
-            return {f"{path}.{discriminator}"} | {
-                key
-                for variant in members
-                for value in get_args(variant.model_fields[discriminator].annotation)
-                for key in schema_keys(variant, f"{path}.{value}.")
-                if key != f"{path}.{value}.{discriminator}"
-            }
+        if discriminator is not None:
+            return {key for variant in members for key in _variant_keys(variant, path)}
         if len(members) == 1:  # an optional section or value
             return _keys_of(members[0], path)
         return {path}
@@ -187,6 +216,26 @@ def _keys_of(annotation: Any, path: str, discriminator: Any = None) -> set[str]:
         inner = f"{path}.{PLACEHOLDERS.get(path, '<key>')}"
         return {inner} | _keys_of(get_args(annotation)[1], inner)
     return {path} | {f"{path}.{key}" for key in SUBKEYS.get(path, ())}
+
+
+def _variant_keys(variant: Any, path: str) -> set[str]:
+    """The keys of one member of a union chosen by a discriminator. A model chosen by its
+    ``name`` has its fields under each name it takes (``dataset.<name>.<field>``), with the
+    name itself as ``<path>.name``; any other member's keys sit directly under ``path``."""
+    while get_origin(variant) is Annotated:
+        variant = get_args(variant)[0]
+    if not (isinstance(variant, type) and issubclass(variant, BaseModel)):
+        return _keys_of(variant, path)
+    field = variant.model_fields.get("name")
+    if field is None:
+        return schema_keys(variant, f"{path}.")
+    names = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+    return {f"{path}.name"} | {
+        key
+        for value in names or (USER_DATASET,)
+        for key in schema_keys(variant, f"{path}.{value}.")
+        if key != f"{path}.{value}.name"
+    }
 
 
 @functools.cache

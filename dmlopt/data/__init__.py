@@ -27,5 +27,9 @@ DATASETS: dict[str, str] = {
 
 def open_dataset(config: DatasetConfig) -> MetricDataset:
     """The adapter for ``config``: labels and names listed, no sample read yet."""
+    if config.name not in DATASETS:  # a dataset of the user's own
+        from dmlopt.data.user import open_user_dataset
+
+        return open_user_dataset(config)  # type: ignore[arg-type]
     adapter: type[MetricDataset] = resolve(DATASETS[config.name])
     return adapter(config)  # type: ignore[call-arg]

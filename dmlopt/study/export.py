@@ -5,8 +5,9 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from dmlopt.config import ExportedFrom, StudyConfig, nest
+from dmlopt.config import ExportedFrom, StudyConfig
 from dmlopt.errors import DmloptError
+from dmlopt.provenance import environment, search_provenance
 from dmlopt.search_space import Value, fix
 from dmlopt.study.runner import stored_config
 
@@ -26,7 +27,9 @@ def export_best(study: optuna.Study) -> StudyConfig:
 
     ``dmlopt final`` on it retrains and scores that config without a search. The storage is
     left out (URLs may hold passwords); the study is renamed so that its test score is
-    recorded apart from the original study's.
+    recorded apart from the original study's. ``exported_from.provenance`` is the search's
+    (versions, commit, device, user code, folds fingerprint), or this environment's for a
+    study that predates it.
     """
     config = stored_config(study)
     loss = study.study_name.removeprefix(f"{config.study}/")
@@ -35,7 +38,7 @@ def export_best(study: optuna.Study) -> StudyConfig:
     return config.model_copy(
         update={
             "study": f"{config.study}-{loss}-best",
-            "losses": {loss: nest(params)},
+            "losses": {loss: config.fixed_loss(loss, params)},
             "storage": None,
             "exported_from": ExportedFrom(
                 study=study.study_name,
@@ -43,6 +46,7 @@ def export_best(study: optuna.Study) -> StudyConfig:
                 trial=trial.number,
                 val_map_at_r=trial.value,
                 val_map_at_r_std=trial.user_attrs.get("val_map_at_r_std"),
+                provenance=search_provenance(study) or environment(),
             ),
         }
     )

@@ -10,6 +10,10 @@ reproduction (a final stage run from an exported config: it never counts as the 
 record of the study it came from), and every fold training that diverged. A diverged fold model
 is its best finite checkpoint (its initial weights when it diverged before any validation); it
 embeds the test set like any other, in the separated mean and in the concatenation.
+
+Each scoring also records its provenance (versions, commit, device, date, and the identity of
+any user code: :mod:`dmlopt.provenance`), and keeps the fold models' test embeddings, or the
+models too, in the output folder as ``final.keep`` says (:mod:`dmlopt.kept`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +36,7 @@ from dmlopt.data.splits import Fold, paper_split
 from dmlopt.errors import DmloptError
 from dmlopt.metrics import retrieval_scores_or_zero
 from dmlopt.metrics.secondary import secondary_scores
+from dmlopt.provenance import environment
 from dmlopt.search_space import Value, fix
 from dmlopt.seeding import derive_seed
 from dmlopt.study.cross_validation import search_folds
@@ -45,6 +51,7 @@ from dmlopt.study.runner import (
     wait_for_workers,
 )
 from dmlopt.study.storage import AlreadyScored, ScoreBook
+from dmlopt.user_code import check_exported_code, identities
 
 FINAL_STREAM = 1  # seeds of final reruns, apart from the search's
 
@@ -136,7 +143,10 @@ class Rerun:
 
 
 class FinalStage:
-    """Retrains and scores each loss of a study; refuses a second scoring unless ``rescore``."""
+    """Retrains and scores each loss of a study; refuses a second scoring unless ``rescore``.
+
+    ``out`` is the output folder, where ``final.keep`` puts the kept embeddings and models
+    (nothing is kept without one)."""
 
     def __init__(
         self,
@@ -145,11 +155,15 @@ class FinalStage:
         book: ScoreBook,
         *,
         wait_for_workers: bool = False,
+        out: Path | None = None,
     ) -> None:
         self.config = config
         self.storage = storage
         self.book = book
         self.wait_for_workers = wait_for_workers
+        self.out = out
+        #: ``{loss: final.json entry}`` of the scorings this object recorded
+        self.recorded: dict[str, dict[str, Any]] = {}
 
     def losses_to_score(self, rescore: bool) -> list[str]:
         """The losses this final stage scores: all with ``rescore``, else those never scored
@@ -174,6 +188,7 @@ class FinalStage:
         """The parameters to retrain and the val MAP@R (mean, std over folds) that chose them."""
         exported = self.config.exported_from
         if exported is not None:
+            check_exported_code(self.config)
             params = fix(self.config.loss_space(loss), {})
             origin = {"study": exported.study, "trial": exported.trial}
             return Chosen(params, exported.val_map_at_r, exported.val_map_at_r_std, origin)
@@ -208,8 +223,11 @@ class FinalStage:
         )
         for loss, choice in chosen.items():
             progress = Progress(f"final {loss}", len(reruns) * len(setup.folds))
+            keep = self._keep_folder(loss, setup)
             try:
-                runs = [self._trained_run(loss, choice.params, setup, r, progress) for r in reruns]
+                runs = [
+                    self._trained_run(loss, choice.params, setup, r, progress, keep) for r in reruns
+                ]
             finally:
                 progress.close()
             entry = {
@@ -224,8 +242,11 @@ class FinalStage:
                 "fingerprints": setup.fingerprints,
                 "diverged": [d for run in runs for d in run.diverged],
                 "examples": runs[0].examples,  # a few test queries, for the report
+                "provenance": self._provenance(loss),
+                "kept": None if keep is None else f"kept/{loss}",  # in the output folder
             }
             self.book.record(self.config.study_name(loss), entry, rescore=rescore)
+            self.recorded[loss] = entry
         return self.results()
 
     def results(self) -> dict[str, Any]:
@@ -238,11 +259,33 @@ class FinalStage:
                 out[loss] = {**entry, "rescored": attempt > 0}
         return out
 
+    def _provenance(self, loss: str) -> dict[str, Any]:
+        return {
+            **environment(self.config.training.accelerator),
+            "code": identities(self.config, loss),
+        }
+
+    def _keep_folder(self, loss: str, setup: TestSetup) -> Path | None:
+        """The folder of ``loss``'s kept files, with the test labels written, or ``None``."""
+        if self.out is None or self.config.final.keep == "none":
+            return None
+        from dmlopt.kept import kept_folder, save_array
+
+        folder = kept_folder(self.out, loss)
+        save_array(folder / "labels.npy", setup.test.labels)
+        return folder
+
     def _seed(self, run: int, fold: int) -> int:
         return derive_seed(self.config.search.seed, FINAL_STREAM, run, fold)
 
     def _trained_run(
-        self, loss: str, params: Mapping[str, Value], setup: TestSetup, run: int, progress: Progress
+        self,
+        loss: str,
+        params: Mapping[str, Value],
+        setup: TestSetup,
+        run: int,
+        progress: Progress,
+        keep: Path | None = None,
     ) -> Rerun:
         from dmlopt.study.fold import embed, train_fold
 
@@ -257,10 +300,39 @@ class FinalStage:
             if result.diverged is not None:
                 diverged.append({"run": run, "fold": i, **result.diverged})
             embeddings.append(embed(result.module, setup.test, self.config))
+            if keep is not None:
+                self._keep(keep, loss, params, setup, run, i, result.module, embeddings[-1])
             progress.advance()
         # retrieval examples of the first rerun only: they illustrate, they are not scores
         examples = retrieval_examples(embeddings, setup.test) if run == 0 else None
         return Rerun(score_embeddings(embeddings, setup.test.labels), diverged, examples)
+
+    def _keep(
+        self,
+        folder: Path,
+        loss: str,
+        params: Mapping[str, Value],
+        setup: TestSetup,
+        run: int,
+        fold: int,
+        module: Any,
+        embeddings: np.ndarray,
+    ) -> None:
+        from dmlopt.kept import save_array, save_model
+
+        stem = folder / f"run{run}" / f"fold{fold}"
+        save_array(stem.with_suffix(".npy"), embeddings)
+        if self.config.final.keep == "models":
+            about = {
+                "run": run,
+                "fold": fold,
+                "seed": self._seed(run, fold),
+                "provenance": self._provenance(loss),
+            }
+            save_model(
+                stem.with_suffix(".pt"), module, self.config, loss=loss, params=params,
+                input_shape=tuple(setup.dataset.input_shape), about=about,
+            )  # fmt: skip
 
     def _untrained_run(
         self, loss: str, params: Mapping[str, Value], setup: TestSetup, run: int

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from dmlopt import losses
 from dmlopt.config import StudyConfig, TrainingConfig
 from dmlopt.data.base import MetricDataset, Samples
 from dmlopt.data.datamodule import FoldDataModule, eval_loader
@@ -46,7 +45,7 @@ def build_module(
     num_classes: int,
 ) -> MetricLearningModule:
     """A fresh model for ``loss`` with ``params``; per-class parameters sized to ``num_classes``."""
-    spec = losses.get(loss)
+    spec = config.loss_spec(loss)
     trunk, embedder = build_model(config.model, dataset.input_shape)
     loss_fn, miner = spec.build(
         params, num_classes=num_classes, embedding_dim=config.model.embedding_dim

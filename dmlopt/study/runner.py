@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.study import MaxTrialsCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from dmlopt.config import FinalConfig, StudyConfig
 from dmlopt.data.base import MetricDataset
+from dmlopt.data.fingerprint import folds_fingerprint
 from dmlopt.errors import DmloptError
+from dmlopt.provenance import record_search
 from dmlopt.search_space import Range
 from dmlopt.seeding import derive_seed
 from dmlopt.study.cross_validation import search_folds
 from dmlopt.study.notes import name_objective
 from dmlopt.study.progress import Progress
 from dmlopt.study.pruning import FoldMedianPruner
+from dmlopt.user_code import check_same_code
 
 CONFIG_ATTR = "dmlopt_config"  # study user attribute holding the study file, storage removed
 
@@ -67,9 +70,15 @@ def _sampler(config: StudyConfig, loss: str, seed: int | None) -> optuna.sampler
 
 
 def open_study(
-    config: StudyConfig, loss: str, storage: optuna.storages.BaseStorage, *, seed: int | None
+    config: StudyConfig,
+    loss: str,
+    storage: optuna.storages.BaseStorage,
+    *,
+    seed: int | None,
+    folds_fingerprint: str | None = None,
 ) -> optuna.Study:
-    """The Optuna study ``<study>/<loss>``, created on first use, carrying its study file.
+    """The Optuna study ``<study>/<loss>``, created on first use, carrying its study file, the
+    identity of the user code it runs and its provenance (:func:`record_search`).
 
     The sampler's seed moves on with the number of trials, so a resumed search does not repeat
     the trials it already ran."""
@@ -88,6 +97,7 @@ def open_study(
     if CONFIG_ATTR not in study.user_attrs:
         public = config.model_copy(update={"storage": None})
         study.set_user_attr(CONFIG_ATTR, public.model_dump(mode="json"))
+        record_search(config, loss, study, folds_fingerprint=folds_fingerprint)
     name_objective(study)  # "val MAP@R" in the dashboard, not "Objective 0"
     return study
 
@@ -135,6 +145,7 @@ def check_same_search(config: StudyConfig, loss: str, study: optuna.Study) -> No
             f"the study file differs from the one {study.study_name} was searched with "
             f"(in {', '.join(changed)}): restore it or use a new study name"
         )
+    check_same_code(config, loss, study)
 
 
 def search(
@@ -144,6 +155,7 @@ def search(
     *,
     seed: int | None,
     on_loss_done: Callable[[str, optuna.Study], None] | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> None:
     """Run trials for every loss until each study holds its :func:`trial_budget` of finished
     trials.
@@ -151,17 +163,19 @@ def search(
     Several processes may run this on one storage (distributed workers): the trial budget is
     shared through the database, not counted per process. Other workers' running trials count
     against it, so workers that each see one trial left do not all start one; workers finishing
-    at the same instant can still overrun it by at most one trial each.
+    at the same instant can still overrun it by at most one trial each. ``callbacks`` are
+    Optuna's, called after each trial (experiment trackers).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     # Trials trained under other settings cannot be compared: refuse before training any.
     check_same_searches(config, storage)
     folds = search_folds(config, dataset)
+    fingerprint = folds_fingerprint(dataset, folds)
     counted = (*FINISHED, *IN_FLIGHT)
     for loss in config.losses:
         n_trials = trial_budget(config, loss)
-        study = open_study(config, loss, storage, seed=seed)
+        study = open_study(config, loss, storage, seed=seed, folds_fingerprint=fingerprint)
         done = len(study.get_trials(states=counted))
         progress = Progress(loss, n_trials)
         progress.bar.update(min(len(study.get_trials(states=FINISHED)), n_trials))
@@ -173,7 +187,7 @@ def search(
                 study.optimize(
                     objective,
                     n_trials=n_trials - done,
-                    callbacks=[MaxTrialsCallback(n_trials, states=counted), progress],
+                    callbacks=[MaxTrialsCallback(n_trials, states=counted), progress, *callbacks],
                     catch=(),
                 )
         finally:
