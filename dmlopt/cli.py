@@ -20,6 +20,7 @@ from dmlopt.errors import DmloptError
 if TYPE_CHECKING:
     import optuna
 
+    from dmlopt.config import StudyConfig
     from dmlopt.study.final import FinalStage
     from dmlopt.study.storage import ScoreBook
 
@@ -29,15 +30,16 @@ def _out_dir(args: argparse.Namespace, study: str) -> Path:
 
 
 def _open(
-    args: argparse.Namespace, study: str, file_storage: str | None, *, create: bool = True
-) -> tuple[Path, optuna.storages.RDBStorage, ScoreBook]:
+    args: argparse.Namespace, config: StudyConfig, *, create: bool = True, book: bool = True
+) -> tuple[Path, optuna.storages.BaseStorage, ScoreBook | None]:
     """(output folder, Optuna storage, score book) for a command; ``create=False`` refuses to
-    start a new SQLite database."""
+    start a new SQLite database. Workers need no score book (and a proxy has none)."""
     from dmlopt.study.storage import ScoreBook, open_storage, storage_url
 
-    out = _out_dir(args, study)
-    url = storage_url(args.storage, file_storage, out)
-    return out, open_storage(url, create=create), ScoreBook(url)
+    out = _out_dir(args, config.study)
+    url = storage_url(args.storage, config.storage, out)
+    storage = open_storage(url, create=create, patience=config.workers.storage_retry_seconds)
+    return out, storage, ScoreBook(url) if book else None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -95,6 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dmlopt.study.cross_validation import search_folds
     from dmlopt.study.final import FinalStage
     from dmlopt.study.runner import search
+    from dmlopt.study.storage import is_sqlite, storage_url
 
     config = load_study(args.study)
     if config.exported_from is not None:
@@ -105,13 +108,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     search_folds(config, dataset)
     build_model(config.model, dataset.input_shape)
     check_hardware(config.training)
-    out, storage, book = _open(args, config.study, config.storage)
+    workers = getattr(args, "workers", 1)
+    url = storage_url(args.storage, config.storage, _out_dir(args, config.study))
+    if workers > 1 and is_sqlite(url):
+        raise DmloptError(
+            "SQLite cannot serve several worker processes: give --storage a PostgreSQL or "
+            "MySQL URL (postgresql://..., mysql://...), or a dmlopt storage-proxy (grpc://...)"
+        )
+    out, storage, book = _open(args, config, book=not args.no_final)
     final = None
-    if not args.no_final:
+    if book is not None:
         final = FinalStage(config, storage, book, wait_for_workers=True)
         final.losses_to_score(args.rescore)  # refuses now if there is nothing left to score
-    seed = config.search.seed if args.command == "run" else None  # extra workers must differ
-    search(config, storage, dataset, seed=seed, on_loss_done=lambda loss, s: _export_to(out, s))
+    if workers > 1:
+        from dmlopt.study.launch import run_workers
+
+        run_workers(config, Path(args.study), url, out, workers, storage)
+    else:
+        seed = config.search.seed if args.command == "run" else None  # extra workers differ
+        search(
+            config,
+            storage,
+            dataset,
+            seed=seed,
+            on_loss_done=lambda loss, s: _export_to(out, s),
+            show_progress=not getattr(args, "quiet", False),
+        )
     if final is not None:
         _finish(final, out, rescore=args.rescore)
     return 0
@@ -126,7 +148,8 @@ def cmd_final(args: argparse.Namespace) -> int:
     check_hardware(config.training)
     # Only an exported config can be scored without a search, so only it may start a database.
     exported = config.exported_from is not None
-    out, storage, book = _open(args, config.study, config.storage, create=exported)
+    out, storage, book = _open(args, config, create=exported)
+    assert book is not None
     _finish(FinalStage(config, storage, book), out, rescore=args.rescore)
     return 0
 
@@ -216,6 +239,26 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_storage_proxy(args: argparse.Namespace) -> int:
+    from optuna.storages import run_grpc_proxy_server
+
+    from dmlopt.study.storage import open_storage, redact
+
+    if args.storage.startswith("grpc://"):
+        raise DmloptError("storage-proxy serves a database: give it a database URL, not grpc://")
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise DmloptError("storage-proxy needs grpcio: pip install 'dmlopt[proxy]'") from None
+    storage = open_storage(args.storage, patience=args.storage_retry)
+    print(
+        f"serving {redact(args.storage)} on grpc://{args.host}:{args.port} (Ctrl-C to stop)",
+        flush=True,
+    )
+    run_grpc_proxy_server(storage, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_losses(args: argparse.Namespace) -> int:
     from dmlopt import losses
 
@@ -260,10 +303,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rescore", action="store_true", help="score the test set again (recorded)")
     storage_options(p)
 
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="local worker processes on the storage (not SQLite), one GPU each if there are "
+        "several (default: 1)",
+    )
+
     p = add("worker", cmd_run, "join a distributed search as one more worker (no final stage)")
     p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(no_final=True, rescore=False)
     storage_options(p)
+
+    p = add("storage-proxy", cmd_storage_proxy, "serve a storage to many workers (Optuna gRPC)")
+    p.add_argument("--storage", required=True, help="database URL the proxy serves")
+    p.add_argument("--port", type=int, default=13000, help="port (default: %(default)s)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    p.add_argument(
+        "--storage-retry",
+        type=float,
+        default=300.0,
+        help="seconds to retry a lost database before exiting (default: %(default)s)",
+    )
 
     p = add("final", cmd_final, "retrain the best config of each loss and score the test set once")
     p.add_argument("study", help="study file (YAML), or an exported best config")
@@ -294,16 +357,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_RESUMABLE = ("run", "worker", "final")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text[:20]!r}")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from dmlopt.study.signals import Stopped, caught, stop_on_signals
+
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args))
+        with stop_on_signals():
+            return int(args.handler(args))
     except DmloptError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except Stopped as stop:
+        caught(stop)
+        # Finished trials are kept and the running one was marked failed: rerunning resumes.
+        resume = "; rerun the same command to resume" if args.command in _RESUMABLE else ""
+        print(f"\nerror: stopped by {stop}{resume}", file=sys.stderr)
+        return stop.exit_status
 
 
 if __name__ == "__main__":

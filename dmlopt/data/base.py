@@ -15,6 +15,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dmlopt.errors import DmloptError
+
+
+class BadSample(DmloptError):
+    """A sample that cannot be read (a corrupt image, say), named by its file."""
+
 
 class MetricDataset(ABC):
     """Labels are class indices into ``class_names``, which are sorted as the paper sorts them."""
