@@ -69,6 +69,8 @@ class StaleWatch:
     def _fail(self, trial: optuna.trial.FrozenTrial) -> bool:
         storage = self.study._storage
         try:
+            # Marked first: a finished trial takes no more attributes.
+            storage.set_trial_system_attr(trial._trial_id, STALE_ATTR, True)
             if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 return False
         except UpdateFinishedTrialError:
@@ -84,7 +86,6 @@ class StaleWatch:
                 system_attrs={"failed_trial": history[0], "retry_history": history},
             )
             self.study.add_trial(retry)
-        storage.set_trial_system_attr(trial._trial_id, STALE_ATTR, True)
         _log.warning("trial %d: its worker stopped beating; failed and queued again", trial.number)
         return True
 
