@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 from dmlopt.errors import DmloptError
 
 if TYPE_CHECKING:
+    import numpy as np
     import optuna
 
     from dmlopt.config import StudyConfig
+    from dmlopt.data.base import MetricDataset
     from dmlopt.study.final import FinalStage
     from dmlopt.study.storage import ScoreBook
 
@@ -50,6 +52,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from dmlopt.study.cross_validation import search_folds
     from dmlopt.study.storage import redact, storage_url
 
+    if args.include_test and not args.verify_data:
+        raise DmloptError("--include-test goes with --verify-data")
     config = load_study(args.study)
     dataset = open_dataset(config.dataset)
     folds = search_folds(config, dataset)
@@ -75,7 +79,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     for loss in config.losses:
         space = config.loss_space(loss)
         print(f"# {loss}: " + ", ".join(f"{k} {v}" for k, v in space.items()))
+    if args.verify_data:
+        classes = [*trainval, *test] if args.include_test else list(trainval)
+        _verify_data(dataset, dataset.indices_of(classes))
     return 0
+
+
+def _verify_data(dataset: MetricDataset, indices: np.ndarray) -> None:
+    """Decode every sample of ``indices``; list the bad ones, and refuse if there are any."""
+    from dmlopt.data.base import BadSample
+
+    bad = []
+    try:
+        dataset.check_samples(indices)
+    except BadSample as e:
+        bad.append(str(e))
+    for i in indices:
+        try:
+            dataset.read(int(i), train=False)
+        except BadSample as e:
+            bad.append(str(e))
+    for line in bad:
+        print(f"# bad: {line}")
+    if bad:
+        raise DmloptError(f"{len(bad)} unreadable samples (listed above)")
+    print(f"# data: {len(indices)} samples read, all good")
 
 
 def _ranges(ids: Sequence[int]) -> str:
@@ -92,6 +120,7 @@ def _ranges(ids: Sequence[int]) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from dmlopt.config import load_study
     from dmlopt.data import open_dataset
+    from dmlopt.data.splits import paper_split
     from dmlopt.hardware import check_hardware
     from dmlopt.models import build_model
     from dmlopt.study.cross_validation import search_folds
@@ -103,9 +132,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.exported_from is not None:
         raise DmloptError(f"{args.study} is an exported best config: score it with dmlopt final")
     dataset = open_dataset(config.dataset)
-    # An impossible split, a trunk that does not fit the data or missing weights fail here,
-    # before anything is stored.
+    # An impossible split, a trunk that does not fit the data, missing weights or unusable
+    # features fail here, before anything is stored.
     search_folds(config, dataset)
+    dataset.check_samples(dataset.indices_of(paper_split(dataset.num_classes)[0]))
     build_model(config.model, dataset.input_shape)
     check_hardware(config.training)
     workers = getattr(args, "workers", 1)
@@ -335,6 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check", cmd_check, "validate a study file; print the resolved config and the folds")
     p.add_argument("study", help="study file (YAML)")
+    p.add_argument(
+        "--verify-data",
+        action="store_true",
+        help="decode every train/val sample and list the files that cannot be read",
+    )
+    p.add_argument(
+        "--include-test",
+        action="store_true",
+        help="with --verify-data, the test classes too (reads them, but scores nothing)",
+    )
     p.add_argument("--out", help=argparse.SUPPRESS)
 
     p = add("export", cmd_export, "write the best config of <study>/<loss> as a study file")

@@ -37,6 +37,10 @@ class MetricDataset(ABC):
     def read(self, index: int, *, train: bool) -> torch.Tensor:
         """Sample ``index``, with training augmentation when ``train``."""
 
+    def check_samples(self, indices: np.ndarray) -> None:  # noqa: B027 - optional hook
+        """Refuse samples that cannot be used, found without decoding (non-finite features,
+        say), with a :class:`BadSample` naming them. Images are only checked when read."""
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
@@ -61,6 +65,7 @@ class Samples(Dataset[tuple[torch.Tensor, int]]):
         self.dataset = dataset
         self.train = train
         self.indices = dataset.indices_of(classes)
+        dataset.check_samples(self.indices)
         lookup = {int(c): i for i, c in enumerate(classes)}
         self.labels = np.array(
             [lookup[int(c)] for c in dataset.labels[self.indices]], dtype=np.int64

@@ -47,7 +47,7 @@ WAIT_SECONDS = 10  # longest poll while other workers finish their trials
 OVER_BUDGET_ATTR = "dmlopt_over_budget"  # a trial created after the budget was claimed
 BAD_DATA_ATTR = "dmlopt_bad_sample"  # a trial failed by a sample that cannot be read
 WORKER_ATTR = "dmlopt_worker"  # which process ran a trial, and on which devices
-WORKER = {
+WORKER: dict[str, str | int | None] = {
     "host": socket.gethostname(),
     "pid": os.getpid(),
     "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
