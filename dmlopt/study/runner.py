@@ -152,31 +152,34 @@ def search(
         study = open_study(config, loss, storage, seed=seed)
         progress = Progress(loss, config.search.n_trials, enabled=show_progress)
         try:
-            _Search(config, loss, dataset, folds, study, progress).run()
+            TrialLoop(config, loss, dataset, folds, study, progress).run()
         finally:
             progress.close()
         if on_loss_done is not None:
             on_loss_done(loss, study)
 
 
-class _Search:
-    """One worker's trial loop on one loss's study."""
+class TrialLoop:
+    """One worker's trial loop on one loss's study (see :func:`search`).
+
+    ``objective`` defaults to cross-validated training; a benchmark passes one of its own."""
 
     def __init__(
         self,
         config: StudyConfig,
         loss: str,
-        dataset: MetricDataset,
+        dataset: MetricDataset | None,
         folds: Sequence[Fold],
         study: optuna.Study,
         progress: Progress,
+        objective: Callable[[optuna.Trial], float] | None = None,
     ) -> None:
         self.config, self.loss, self.dataset, self.folds = config, loss, dataset, folds
         self.study = study
         self.progress = progress
         self.n_trials = config.search.n_trials
         self.interval = config.workers.heartbeat_seconds
-        self.objective: Callable[[optuna.Trial], float] | None = None
+        self.objective = objective
 
     def run(self) -> None:
         with Liveness(self.study, self.interval) as live:
@@ -194,6 +197,7 @@ class _Search:
                     time.sleep(min(self.interval, WAIT_SECONDS))  # others hold the rest
                     continue
                 if self.objective is None:
+                    assert self.dataset is not None
                     from dmlopt.study.objective import CrossValidationObjective  # Lightning
 
                     self.objective = CrossValidationObjective(
