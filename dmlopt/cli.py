@@ -169,6 +169,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_create(args: argparse.Namespace) -> int:
+    from dmlopt.config import load_study
+    from dmlopt.study.runner import check_same_searches, open_study
+
+    config = load_study(args.study)
+    if config.exported_from is not None:
+        raise DmloptError(f"{args.study} is an exported best config: score it with dmlopt final")
+    _, storage, book = _open(args, config)
+    assert book is not None  # the score book's table is created now too
+    check_same_searches(config, storage)
+    for loss in config.losses:
+        open_study(config, loss, storage, seed=None)
+        print(f"{config.study_name(loss)}: ready")
+    return 0
+
+
 def cmd_final(args: argparse.Namespace) -> int:
     from dmlopt.config import load_study
     from dmlopt.hardware import check_hardware
@@ -357,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         help="seconds to retry a lost database before exiting (default: %(default)s)",
     )
+
+    p = add("create", cmd_create, "create a study's tables and studies, training nothing")
+    p.add_argument("study", help="study file (YAML)")
+    storage_options(p)
 
     p = add("final", cmd_final, "retrain the best config of each loss and score the test set once")
     p.add_argument("study", help="study file (YAML), or an exported best config")

@@ -43,7 +43,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 #: Trials a worker is running. WAITING trials (queued retries) are not counted: they hold a
 #: place in no one's budget until a worker picks them up.
 IN_FLIGHT = (TrialState.RUNNING,)
-WAIT_SECONDS = 10  # longest poll while other workers finish their trials
+WAIT_SECONDS = 1.0  # longest poll while other workers finish their trials (a cheap query)
 OVER_BUDGET_ATTR = "dmlopt_over_budget"  # a trial created after the budget was claimed
 BAD_DATA_ATTR = "dmlopt_bad_sample"  # a trial failed by a sample that cannot be read
 WORKER_ATTR = "dmlopt_worker"  # which process ran a trial, and on which devices
