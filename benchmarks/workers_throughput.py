@@ -7,7 +7,7 @@ through ``dmlopt storage-proxy``. The baseline, measured in the same run, is one
 per-trial storage overhead is one worker's seconds per trial with an objective that returns at
 once. Prints one JSON line; the target is 8 workers at least 7x one.
 
-    python benchmarks/workers_throughput.py [--storage postgresql://...] [--sleep 0.5]
+    python benchmarks/workers_throughput.py [--storage postgresql://...] [--sleep 2]
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def main() -> None:
             "DMLOPT_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
         ),
     )
-    parser.add_argument("--sleep", type=float, default=0.5, help="seconds per trial")
+    parser.add_argument("--sleep", type=float, default=2.0, help="seconds per trial")
     parser.add_argument("--per-worker", type=int, default=8, help="trials per worker")
     parser.add_argument("--no-proxy", action="store_true")
     args = parser.parse_args()

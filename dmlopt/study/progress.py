@@ -50,6 +50,8 @@ class Progress:
             self.bar.set_postfix_str(note)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.bar.disable:
+            return  # the storage queries below are for the display only
         value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
         try:
             best = f"best {study.best_value:.4f}"

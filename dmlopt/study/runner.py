@@ -185,7 +185,6 @@ class TrialLoop:
         with Liveness(self.study, self.interval) as live:
             while True:
                 signals.check()
-                live.watch.check()
                 trials = self.study.get_trials(deepcopy=False)
                 finished = sum(t.state in FINISHED for t in trials)
                 running = sum(t.state in IN_FLIGHT for t in trials)
@@ -194,7 +193,9 @@ class TrialLoop:
                     return
                 self._give_up_on_bad_data(trials)
                 if finished + running >= self.n_trials:
-                    time.sleep(min(self.interval, WAIT_SECONDS))  # others hold the rest
+                    # Others hold the rest: watch them (the thread does so only every beat).
+                    live.watch.check()
+                    time.sleep(min(self.interval, WAIT_SECONDS))
                     continue
                 if self.objective is None:
                     assert self.dataset is not None
