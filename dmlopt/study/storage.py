@@ -60,6 +60,8 @@ def _split_userinfo(url: str) -> tuple[str, str | None, str]:
 
 def redact(url: str) -> str:
     """The URL with its password masked whatever it holds, and secrets in the query too."""
+    if "://" not in url:
+        return "<malformed storage URL>"  # no telling which part is secret
     head, password, tail = _split_userinfo(url)
     masked = url if password is None else f"{head}***{tail}"
     base, q, query = masked.partition("?")
