@@ -225,3 +225,8 @@ def test_a_bad_image_in_training_fails_trials_naming_it(tmp_path: Path) -> None:
     ).trials
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
     assert not (tmp_path / "out" / "final.json").exists()
+
+
+def test_the_final_stage_through_a_proxy_names_the_way(tmp_path: Path, write_study) -> None:
+    line = _one_error(_dmlopt(tmp_path, "final", write_study(), "--storage", "grpc://h:1"))
+    assert "--no-final" in line and "database URL" in line

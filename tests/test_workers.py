@@ -141,3 +141,43 @@ def test_dead_worker_recovery_through_the_storage_proxy(postgres: str, tmp_path:
         code, _, err = _finish(proxy)
         assert code == 130, err[-2000:]
         _forget(postgres, name)
+
+
+def _running_pids(url: str, name: str) -> set[int]:
+    return {
+        t.system_attrs[WORKER_ATTR]["pid"]
+        for t in _trials(url, name)
+        if t.state.name == "RUNNING" and t.system_attrs.get("dmlopt_heartbeat")
+    }
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_ctrl_c_reaches_every_worker_and_the_same_command_resumes(
+    postgres: str, tmp_path: Path
+) -> None:
+    name = f"fwd_{uuid.uuid4().hex[:8]}"
+    study = _write(tmp_path / "study.yaml", name, 4)
+    loss = f"{name}/contrastive"
+    argv = ("run", study, "--workers", 2, "--storage", postgres, "--out", tmp_path / "out")
+    try:
+        parent = _popen(tmp_path, *argv)
+        _wait_for("two workers training", lambda: len(_running_pids(postgres, loss)) == 2)
+        parent.send_signal(signal.SIGINT)
+        code, _, err = _finish(parent)
+        assert code == 130, err[-3000:]
+        assert err.rstrip().splitlines()[-1].startswith("error: stopped by SIGINT")
+        assert "Traceback" not in err
+        states = _states(_trials(postgres, loss))
+        assert states.get("FAIL", 0) >= 2 and "RUNNING" not in states, states
+        assert not (tmp_path / "out" / "final.json").exists()
+
+        again = subprocess.run(
+            _dmlopt(*argv), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+            timeout=TIMEOUT,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert _states(_trials(postgres, loss)).get("COMPLETE") == 4
+        assert (tmp_path / "out" / "final.json").is_file()
+    finally:
+        _forget(postgres, name)

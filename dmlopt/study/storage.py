@@ -288,6 +288,11 @@ class ScoreBook:
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         """``create=False`` opens it read-only: no table is created (reports only read)."""
+        if url.startswith("grpc://"):
+            raise DmloptError(
+                "test scores are kept in the database itself, which a storage proxy does not "
+                "serve: search with --no-final here, then score with the database URL"
+            )
         url = normalize_url(url)
         _prepare(url, create=create)
 
