@@ -145,9 +145,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             "SQLite cannot serve several worker processes: give --storage a PostgreSQL or "
             "MySQL URL (postgresql://..., mysql://...), or a dmlopt storage-proxy (grpc://...)"
         )
-    out, storage, book = _open(args, config, book=not args.no_final)
+    # The score book's table is created with the study (a later refusal must change nothing),
+    # except by a worker through a proxy, which does not serve it.
+    proxied_worker = url.startswith("grpc://") and args.no_final
+    out, storage, book = _open(args, config, book=not proxied_worker)
     final = None
-    if book is not None:
+    if not args.no_final:
+        assert book is not None
         final = FinalStage(config, storage, book, wait_for_workers=True)
         final.losses_to_score(args.rescore)  # refuses now if there is nothing left to score
     if workers > 1:
