@@ -199,8 +199,8 @@ def test_verify_data_lists_bad_files_and_reads_test_only_when_asked(tmp_path: Pa
 @pytest.mark.slow
 def test_a_bad_image_in_training_fails_trials_naming_it(tmp_path: Path) -> None:
     """A truncated image in a validation class, which every trial reads: each trial fails
-    with its path and the study goes on to the next, until the budget's worth of trials
-    failed; then one line, no traceback, nothing scored."""
+    with its path and the study goes on to the next, until a budget's worth of trials failed
+    in this run; then one line, no traceback, nothing scored. Once fixed, a rerun finishes."""
     import optuna
 
     root = _folder(tmp_path, {})
@@ -225,6 +225,12 @@ def test_a_bad_image_in_training_fails_trials_naming_it(tmp_path: Path) -> None:
     ).trials
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
     assert not (tmp_path / "out" / "final.json").exists()
+
+    # Fixed, the same command finishes the study: failures of past runs do not block it.
+    (root / "c02" / "5.png").write_bytes(png)
+    fixed = _dmlopt(tmp_path, "run", study, "--out", tmp_path / "out", timeout=600)
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert (tmp_path / "out" / "final.json").is_file()
 
 
 def test_the_final_stage_through_a_proxy_names_the_way(tmp_path: Path, write_study) -> None:

@@ -180,6 +180,7 @@ class TrialLoop:
         self.n_trials = config.search.n_trials
         self.interval = config.workers.heartbeat_seconds
         self.objective = objective
+        self.bad_data: list[str] = []  # this run's trials failed by unreadable samples
 
     def run(self) -> None:
         with Liveness(self.study, self.interval) as live:
@@ -191,7 +192,6 @@ class TrialLoop:
                 self.progress.sync(finished)
                 if finished >= self.n_trials:
                     return
-                self._give_up_on_bad_data(trials)
                 if finished + running >= self.n_trials:
                     # Others hold the rest: watch them (the thread does so only every beat).
                     live.watch.check()
@@ -230,6 +230,13 @@ class TrialLoop:
             storage.set_trial_system_attr(trial._trial_id, BAD_DATA_ATTR, str(e))
             frozen = self.study.tell(trial, state=TrialState.FAIL)
             print(f"warning: trial {trial.number} failed: {e}", file=sys.stderr)
+            self.bad_data.append(str(e))
+            # Counted per run, not per study: once the files are fixed, a rerun goes on.
+            if len(self.bad_data) >= self.n_trials:
+                raise DmloptError(
+                    f"{len(self.bad_data)} trials of {self.study.study_name} failed on "
+                    f"unreadable samples, the last: {e}"
+                ) from None
         except BaseException:
             # Ctrl-C, SIGTERM, a lost database or a bug: never leave the trial RUNNING for
             # the heartbeat to find (best effort: the database may be what failed).
@@ -239,14 +246,6 @@ class TrialLoop:
         else:
             frozen = self.study.tell(trial, value)
         self.progress(self.study, frozen)
-
-    def _give_up_on_bad_data(self, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
-        bad = [t for t in trials if BAD_DATA_ATTR in t.system_attrs]
-        if len(bad) >= self.n_trials:
-            raise DmloptError(
-                f"{len(bad)} trials of {self.study.study_name} failed on unreadable samples, "
-                f"the last: {bad[-1].system_attrs[BAD_DATA_ATTR]}"
-            )
 
 
 def wait_for_workers(study: optuna.Study) -> None:
