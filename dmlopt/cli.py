@@ -19,8 +19,11 @@ from dmlopt import __version__
 from dmlopt.errors import DmloptError
 
 if TYPE_CHECKING:
+    import numpy as np
     import optuna
 
+    from dmlopt.config import StudyConfig
+    from dmlopt.data.base import MetricDataset
     from dmlopt.study.final import FinalStage
     from dmlopt.study.storage import ScoreBook
     from dmlopt.tracking import MlflowTracker
@@ -31,15 +34,16 @@ def _out_dir(args: argparse.Namespace, study: str) -> Path:
 
 
 def _open(
-    args: argparse.Namespace, study: str, file_storage: str | None, *, create: bool = True
-) -> tuple[Path, optuna.storages.RDBStorage, ScoreBook]:
+    args: argparse.Namespace, config: StudyConfig, *, create: bool = True, book: bool = True
+) -> tuple[Path, optuna.storages.BaseStorage, ScoreBook | None]:
     """(output folder, Optuna storage, score book) for a command; ``create=False`` refuses to
-    start a new SQLite database."""
+    start a new SQLite database. Workers need no score book (and a proxy has none)."""
     from dmlopt.study.storage import ScoreBook, open_storage, storage_url
 
-    out = _out_dir(args, study)
-    url = storage_url(args.storage, file_storage, out)
-    return out, open_storage(url, create=create), ScoreBook(url)
+    out = _out_dir(args, config.study)
+    url = storage_url(args.storage, config.storage, out)
+    storage = open_storage(url, create=create, patience=config.workers.storage_retry_seconds)
+    return out, storage, ScoreBook(url) if book else None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -50,6 +54,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from dmlopt.study.cross_validation import search_folds
     from dmlopt.study.storage import redact, storage_url
 
+    if args.include_test and not args.verify_data:
+        raise DmloptError("--include-test goes with --verify-data")
     config = load_study(args.study)
     dataset = open_dataset(config.dataset)
     folds = search_folds(config, dataset)
@@ -93,7 +99,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     for loss in config.losses:
         space = config.loss_space(loss)
         print(f"# {loss}: " + ", ".join(f"{k} {v}" for k, v in space.items()))
+    if args.verify_data:
+        classes = [*trainval, *test] if args.include_test else list(trainval)
+        _verify_data(dataset, dataset.indices_of(classes))
     return 0
+
+
+def _verify_data(dataset: MetricDataset, indices: np.ndarray) -> None:
+    """Decode every sample of ``indices``; list the bad ones, and refuse if there are any."""
+    from dmlopt.data.base import BadSample
+
+    bad = []
+    try:
+        dataset.check_samples(indices)
+    except BadSample as e:
+        bad.append(str(e))
+    for i in indices:
+        try:
+            dataset.read(int(i), train=False)
+        except BadSample as e:
+            bad.append(str(e))
+    for line in bad:
+        print(f"# bad: {line}")
+    if bad:
+        raise DmloptError(f"{len(bad)} unreadable samples (listed above)")
+    print(f"# data: {len(indices)} samples read, all good")
 
 
 def _ranges(ids: Sequence[int]) -> str:
@@ -110,32 +140,64 @@ def _ranges(ids: Sequence[int]) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from dmlopt.config import load_study
     from dmlopt.data import open_dataset
+    from dmlopt.data.splits import paper_split
     from dmlopt.hardware import check_hardware
     from dmlopt.models import build_model
     from dmlopt.study.cross_validation import search_folds
     from dmlopt.study.final import FinalStage
     from dmlopt.study.runner import search
+    from dmlopt.study.storage import is_sqlite, storage_url
 
     config = load_study(args.study)
     if config.exported_from is not None:
         raise DmloptError(f"{args.study} is an exported best config: score it with dmlopt final")
     dataset = open_dataset(config.dataset)
-    # An impossible split, a trunk that does not fit the data or missing weights fail here,
-    # before anything is stored.
+    # An impossible split, a trunk that does not fit the data, missing weights or unusable
+    # features fail here, before anything is stored.
     search_folds(config, dataset)
+    dataset.check_samples(dataset.indices_of(paper_split(dataset.num_classes)[0]))
     build_model(config.model, dataset.input_shape)
     check_hardware(config.training)
     tracker = _tracker(args, config.study)  # a missing extra fails before storage is opened
-    out, storage, book = _open(args, config.study, config.storage)
+    workers = getattr(args, "workers", 1)
+    url = storage_url(args.storage, config.storage, _out_dir(args, config.study))
+    if workers > 1 and is_sqlite(url):
+        raise DmloptError(
+            "SQLite cannot serve several worker processes: give --storage a PostgreSQL or "
+            "MySQL URL (postgresql://..., mysql://...), or a dmlopt storage-proxy (grpc://...)"
+        )
+    # The score book's table is created with the study (a later refusal must change nothing),
+    # except by a worker through a proxy, which does not serve it.
+    proxied_worker = url.startswith("grpc://") and args.no_final
+    out, storage, book = _open(args, config, book=not proxied_worker)
     final = None
     if not args.no_final:
+        assert book is not None
         final = FinalStage(config, storage, book, wait_for_workers=True, out=out)
         final.losses_to_score(args.rescore)  # refuses now if there is nothing left to score
-    seed = config.search.seed if args.command == "run" else None  # extra workers must differ
-    search(
-        config, storage, dataset, seed=seed, on_loss_done=lambda loss, s: _loss_done(out, s),
-        callbacks=[tracker] if tracker is not None else (),
-    )  # fmt: skip
+    if workers > 1:
+        from dmlopt.study.launch import run_workers
+
+        run_workers(
+            config,
+            Path(args.study),
+            url,
+            out,
+            workers,
+            storage,
+            mlflow=getattr(args, "mlflow", None),
+        )
+    else:
+        seed = config.search.seed if args.command == "run" else None  # extra workers differ
+        search(
+            config,
+            storage,
+            dataset,
+            seed=seed,
+            on_loss_done=lambda loss, s: _loss_done(out, s),
+            show_progress=not getattr(args, "quiet", False),
+            callbacks=[tracker] if tracker is not None else (),
+        )
     if final is not None:
         _finish(final, out, rescore=args.rescore, tracker=tracker)
     return 0
@@ -150,6 +212,22 @@ def _tracker(args: argparse.Namespace, study: str) -> MlflowTracker | None:
     return MlflowTracker(args.mlflow, study)
 
 
+def cmd_create(args: argparse.Namespace) -> int:
+    from dmlopt.config import load_study
+    from dmlopt.study.runner import check_same_searches, open_study
+
+    config = load_study(args.study)
+    if config.exported_from is not None:
+        raise DmloptError(f"{args.study} is an exported best config: score it with dmlopt final")
+    _, storage, book = _open(args, config)
+    assert book is not None  # the score book's table is created now too
+    check_same_searches(config, storage)
+    for loss in config.losses:
+        open_study(config, loss, storage, seed=None)
+        print(f"{config.study_name(loss)}: ready")
+    return 0
+
+
 def cmd_final(args: argparse.Namespace) -> int:
     from dmlopt.config import load_study
     from dmlopt.hardware import check_hardware
@@ -160,7 +238,8 @@ def cmd_final(args: argparse.Namespace) -> int:
     tracker = _tracker(args, config.study)
     # Only an exported config can be scored without a search, so only it may start a database.
     exported = config.exported_from is not None
-    out, storage, book = _open(args, config.study, config.storage, create=exported)
+    out, storage, book = _open(args, config, create=exported)
+    assert book is not None
     _finish(FinalStage(config, storage, book, out=out), out, rescore=args.rescore, tracker=tracker)
     return 0
 
@@ -315,6 +394,26 @@ def cmd_explain_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_storage_proxy(args: argparse.Namespace) -> int:
+    from optuna.storages import run_grpc_proxy_server
+
+    from dmlopt.study.storage import open_storage, redact
+
+    if args.storage.startswith("grpc://"):
+        raise DmloptError("storage-proxy serves a database: give it a database URL, not grpc://")
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise DmloptError("storage-proxy needs grpcio: pip install 'dmlopt[proxy]'") from None
+    storage = open_storage(args.storage, patience=args.storage_retry)
+    print(
+        f"serving {redact(args.storage)} on grpc://{args.host}:{args.port} (Ctrl-C to stop)",
+        flush=True,
+    )
+    run_grpc_proxy_server(storage, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_losses(args: argparse.Namespace) -> int:
     from dmlopt import losses
 
@@ -402,11 +501,35 @@ def build_parser() -> argparse.ArgumentParser:
     storage_options(p)
     tracking_option(p)
 
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="local worker processes on the storage (not SQLite), one GPU each if there are "
+        "several (default: 1)",
+    )
+
     p = add("worker", cmd_run, "join a distributed search as one more worker (no final stage)")
     p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(no_final=True, rescore=False)
     storage_options(p)
     tracking_option(p)
+
+    p = add("storage-proxy", cmd_storage_proxy, "serve a storage to many workers (Optuna gRPC)")
+    p.add_argument("--storage", required=True, help="database URL the proxy serves")
+    p.add_argument("--port", type=int, default=13000, help="port (default: %(default)s)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    p.add_argument(
+        "--storage-retry",
+        type=float,
+        default=300.0,
+        help="seconds to retry a lost database before exiting (default: %(default)s)",
+    )
+
+    p = add("create", cmd_create, "create a study's tables and studies, training nothing")
+    p.add_argument("study", help="study file (YAML)")
+    storage_options(p)
 
     p = add("final", cmd_final, "retrain the best config of each loss and score the test set once")
     p.add_argument("study", help="study file (YAML), or an exported best config")
@@ -416,6 +539,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check", cmd_check, "validate a study file; print the resolved config and the folds")
     p.add_argument("study", help="study file (YAML)")
+    p.add_argument(
+        "--verify-data",
+        action="store_true",
+        help="decode every train/val sample and list the files that cannot be read",
+    )
+    p.add_argument(
+        "--include-test",
+        action="store_true",
+        help="with --verify-data, the test classes too (reads them, but scores nothing)",
+    )
     p.add_argument("--out", help=argparse.SUPPRESS)
     format_option(p)
 
@@ -470,16 +603,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_RESUMABLE = ("run", "worker", "final")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text[:20]!r}")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from dmlopt.study.signals import Stopped, caught, stop_on_signals
+
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args))
+        with stop_on_signals():
+            return int(args.handler(args))
     except DmloptError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except Stopped as stop:
+        caught(stop)
+        # Finished trials are kept and the running one was marked failed: rerunning resumes.
+        resume = "; rerun the same command to resume" if args.command in _RESUMABLE else ""
+        print(f"\nerror: stopped by {stop}{resume}", file=sys.stderr)
+        return stop.exit_status
 
 
 if __name__ == "__main__":

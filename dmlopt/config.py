@@ -238,6 +238,18 @@ class FinalConfig(Schema):
     keep: Literal["models", "embeddings", "none"] = "embeddings"
 
 
+class WorkersConfig(Schema):
+    """How workers sharing a storage watch each other and ride out database outages.
+
+    A worker beats every ``heartbeat_seconds`` while it runs a trial; a running trial whose
+    beat has not moved for three intervals is failed (and retried) by whichever worker or
+    waiting command sees it first. A worker that loses its database retries for
+    ``storage_retry_seconds`` before it gives up with exit status 2."""
+
+    heartbeat_seconds: float = Field(30.0, gt=0, le=3600)
+    storage_retry_seconds: float = Field(300.0, ge=0, le=86400)
+
+
 class ExportedFrom(Schema):
     """Where an exported config came from; its presence makes ``dmlopt final`` skip the search."""
 
@@ -341,6 +353,7 @@ class StudyConfig(Schema):
     training: TrainingConfig = TrainingConfig()
     search: SearchConfig = SearchConfig()
     final: FinalConfig = FinalConfig()
+    workers: WorkersConfig = WorkersConfig()
     storage: str | None = None
     exported_from: ExportedFrom | None = None
 
@@ -348,6 +361,8 @@ class StudyConfig(Schema):
     @classmethod
     def _list_means_defaults(cls, value: Any) -> Any:
         if isinstance(value, list):
+            if not all(isinstance(name, str) for name in value):
+                raise ValueError("expected a list of loss names or a mapping name -> overrides")
             return {name: {} for name in value}
         if isinstance(value, Mapping):
             return {name: ({} if v is None else v) for name, v in value.items()}
@@ -456,20 +471,45 @@ def parse_study(data: Any, *, source: str = "study file") -> StudyConfig:
         raise DmloptError(f"{source}: {_one_line(e)}") from None
 
 
+MAX_STUDY_BYTES = 1 << 20  # a study file is a few hundred lines; more is a mistake or an attack
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: an alias can expand a few hundred bytes into gigabytes (a "billion
+    laughs"), so one is refused when it is met, before anything is expanded."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(
+                f"line {event.start_mark.line + 1}: YAML aliases (*name) are not allowed"
+            )
+        return super().compose_node(parent, index)
+
+
 def load_study(path: str | os.PathLike[str], *, verify_code: bool = True) -> StudyConfig:
-    """Read and validate a study file; with ``verify_code``, also import the user code it names
-    and check that it can be called as the file says (:func:`dmlopt.user_code.verify`)."""
+    """Read and validate a study file: at most 1 MiB of UTF-8 YAML without aliases. With
+    ``verify_code``, also import the user code it names and check that it can be called as the
+    file says (:func:`dmlopt.user_code.verify`)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            raw = f.read(MAX_STUDY_BYTES + 1)
     except OSError as e:
         raise DmloptError(f"cannot read study file {path}: {e.strerror}") from None
+    if len(raw) > MAX_STUDY_BYTES:
+        raise DmloptError(f"{path}: larger than {MAX_STUDY_BYTES // 1024} KiB, not a study file")
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DmloptError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise DmloptError(f"{path}:{where} malformed YAML: {getattr(e, 'problem', e)}") from None
+        problem = shorten(str(getattr(e, "problem", None) or e))
+        raise DmloptError(f"{path}:{where} malformed YAML: {problem}") from None
     config = parse_study(data, source=str(path))
     if verify_code:
         from dmlopt.user_code import verify
@@ -484,6 +524,15 @@ def dump_study(config: StudyConfig) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 
+MAX_MESSAGE = 160  # characters of any one value or message shown in an error
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` on one line, cut to ``limit`` characters: an error never echoes a whole value."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _one_line(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
@@ -493,5 +542,5 @@ def _one_line(error: ValidationError) -> str:
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             msg = "unknown key"
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
+        parts.append(shorten(f"{loc}: {msg}" if loc else msg))
+    return shorten("; ".join(parts), 4 * MAX_MESSAGE)

@@ -142,6 +142,12 @@ EFFECTS: dict[str, str] = {
     "search.seed": f"{HERE}::test_search_seed_decides_sampled_values_and_training_seeds",
     "final.runs": f"{FINAL}::test_final_json_matches_the_contract",
     "final.keep": f"{PLUGINS}::test_final_keep_decides_what_is_kept",
+    "workers.heartbeat_seconds": (
+        "tests/test_liveness.py::test_heartbeat_seconds_sets_when_a_silent_trial_is_failed"
+    ),
+    "workers.storage_retry_seconds": (
+        "tests/test_liveness.py::test_storage_retry_seconds_sets_how_long_an_outage_is_ridden_out"
+    ),
     # ------------------------------------------------------------------ user code
     "dataset.<user>.<option>": f"{PLUGINS}::test_installed_plugins_are_listed_and_run_by_name",
     **{

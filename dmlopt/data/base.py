@@ -15,6 +15,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dmlopt.errors import DmloptError
+
+
+class BadSample(DmloptError):
+    """A sample that cannot be read (a corrupt image, say), named by its file."""
+
 
 class MetricDataset(ABC):
     """Labels are class indices into ``class_names``, which are sorted as the paper sorts them."""
@@ -35,6 +41,10 @@ class MetricDataset(ABC):
         """What identifies sample ``index`` wherever the dataset lives, for fingerprints of a
         split (:mod:`dmlopt.data.fingerprint`); adapters name the file or the generator."""
         return str(index)
+
+    def check_samples(self, indices: np.ndarray) -> None:  # noqa: B027 - optional hook
+        """Refuse samples that cannot be used, found without decoding (non-finite features,
+        say), with a :class:`BadSample` naming them. Images are only checked when read."""
 
     @property
     def num_classes(self) -> int:
@@ -60,6 +70,7 @@ class Samples(Dataset[tuple[torch.Tensor, int]]):
         self.dataset = dataset
         self.train = train
         self.indices = dataset.indices_of(classes)
+        dataset.check_samples(self.indices)
         lookup = {int(c): i for i, c in enumerate(classes)}
         self.labels = np.array(
             [lookup[int(c)] for c in dataset.labels[self.indices]], dtype=np.int64

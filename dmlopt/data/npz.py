@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from dmlopt.config import NpzData
-from dmlopt.data.base import MetricDataset, encode_labels
+from dmlopt.data.base import BadSample, MetricDataset, encode_labels
 from dmlopt.errors import DmloptError
 
 _LOCAL_HEADER_SIZE = 30  # fixed part of a zip local file header
+_CHUNK = 65536  # rows checked at a time
 
 
 def memmap_member(path: Path, name: str) -> np.ndarray:
@@ -65,7 +66,28 @@ class NpzDataset(MetricDataset):
                 f"{config.path}: expected X (n, d) and y (n,), "
                 f"got {self.features.shape} and {y.shape}"
             )
+        if not np.issubdtype(self.features.dtype, np.number) or np.issubdtype(
+            self.features.dtype, np.complexfloating
+        ):
+            raise DmloptError(
+                f"{config.path}: features X must be real numbers, not {self.features.dtype}"
+            )
+        self.path = config.path
         self.labels, self.class_names = encode_labels(y.tolist())
+
+    def check_samples(self, indices: np.ndarray) -> None:
+        """Rows with NaN or infinite features are refused, by row number; only the rows
+        asked for are read (the search never reads a test-class row)."""
+        bad: list[int] = []
+        for start in range(0, len(indices), _CHUNK):
+            rows = np.sort(indices[start : start + _CHUNK])
+            finite = np.isfinite(np.asarray(self.features[rows], dtype=np.float64)).all(axis=1)
+            bad.extend(int(r) for r in rows[~finite])
+        if bad:
+            shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+            raise BadSample(
+                f"{self.path}: {len(bad)} rows of X are not finite (NaN or inf): rows {shown}"
+            )
 
     @property
     def input_shape(self) -> tuple[int, ...]:

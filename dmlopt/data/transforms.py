@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dmlopt.config import ImageTransform
+from dmlopt.config import ImageTransform, shorten
+from dmlopt.data.base import BadSample
 
 
 def _uniform(low: float, high: float) -> float:
@@ -61,8 +62,14 @@ def load_image(
 ) -> torch.Tensor:
     """Decode, crop to ``box`` ``(x1, y1, x2, y2)`` if given, augment (if ``train`` and
     ``config.augment``), and normalise one image."""
-    with Image.open(path) as raw:
-        image = raw.convert("L" if config.channels == 1 else "RGB")
+    try:
+        with Image.open(path) as raw:
+            image = raw.convert("L" if config.channels == 1 else "RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        # PIL reports corrupt and truncated files as OSError or SyntaxError; name the file.
+        raise BadSample(
+            f"cannot read image {path}: {shorten(str(e) or type(e).__name__)}"
+        ) from None
     if box is not None:
         image = image.crop(box)
     size = config.size

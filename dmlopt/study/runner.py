@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from dmlopt.config import FinalConfig, StudyConfig
-from dmlopt.data.base import MetricDataset
+from dmlopt.config import FinalConfig, StudyConfig, WorkersConfig
+from dmlopt.data.base import BadSample, MetricDataset
 from dmlopt.data.fingerprint import folds_fingerprint
+from dmlopt.data.splits import Fold
 from dmlopt.errors import DmloptError
 from dmlopt.provenance import record_search
 from dmlopt.search_space import Range
 from dmlopt.seeding import derive_seed
+from dmlopt.study import signals
 from dmlopt.study.cross_validation import search_folds
+from dmlopt.study.liveness import Liveness, wait_until_idle
 from dmlopt.study.notes import name_objective
 from dmlopt.study.progress import Progress
 from dmlopt.study.pruning import FoldMedianPruner
@@ -26,7 +32,10 @@ from dmlopt.user_code import check_same_code
 CONFIG_ATTR = "dmlopt_config"  # study user attribute holding the study file, storage removed
 
 SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    # constant_liar: parallel workers treat each other's running trials as poor results rather
+    # than all sampling next to the same best trial (it changes nothing for a lone worker,
+    # whose own trial is left out).
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
 }
 PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
@@ -36,8 +45,18 @@ PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
 
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-IN_FLIGHT = (TrialState.RUNNING, TrialState.WAITING)
-WAIT_SECONDS = 10  # polling interval while other workers finish their trials
+#: Trials a worker is running. WAITING trials (queued retries) are not counted: they hold a
+#: place in no one's budget until a worker picks them up.
+IN_FLIGHT = (TrialState.RUNNING,)
+WAIT_SECONDS = 1.0  # longest poll while other workers finish their trials (a cheap query)
+OVER_BUDGET_ATTR = "dmlopt_over_budget"  # a trial created after the budget was claimed
+BAD_DATA_ATTR = "dmlopt_bad_sample"  # a trial failed by a sample that cannot be read
+WORKER_ATTR = "dmlopt_worker"  # which process ran a trial, and on which devices
+WORKER: dict[str, str | int | None] = {
+    "host": socket.gethostname(),
+    "pid": os.getpid(),
+    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+}
 
 
 def search_grid(config: StudyConfig, loss: str) -> dict[str, list[int]] | None:
@@ -62,10 +81,24 @@ def trial_budget(config: StudyConfig, loss: str) -> int:
     return config.search.n_trials if grid is None else len(next(iter(grid.values())))
 
 
+class GridOnce(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its ``study.stop()`` after the last point: the trial loop
+    stops at the budget itself (the grid's size), and ``stop`` only works inside ``optimize``."""
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        pass
+
+
 def _sampler(config: StudyConfig, loss: str, seed: int | None) -> optuna.samplers.BaseSampler:
     grid = search_grid(config, loss)
     if grid is not None:
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        return GridOnce(grid, seed=seed)
     return SAMPLERS[config.search.sampler](seed)
 
 
@@ -118,6 +151,7 @@ def _searched_settings(config: StudyConfig, loss: str) -> dict[str, object]:
             "losses": {loss: config.losses[loss]},
             "search": config.search.model_copy(update={"n_trials": 1}),
             "final": FinalConfig(),
+            "workers": WorkersConfig(),
             "storage": None,
         }
     ).model_dump(mode="json")
@@ -155,16 +189,19 @@ def search(
     *,
     seed: int | None,
     on_loss_done: Callable[[str, optuna.Study], None] | None = None,
+    show_progress: bool = True,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> None:
     """Run trials for every loss until each study holds its :func:`trial_budget` of finished
     trials.
 
     Several processes may run this on one storage (distributed workers): the trial budget is
-    shared through the database, not counted per process. Other workers' running trials count
-    against it, so workers that each see one trial left do not all start one; workers finishing
-    at the same instant can still overrun it by at most one trial each. ``callbacks`` are
-    Optuna's, called after each trial (experiment trackers).
+    shared through the database. It counts finished trials and running ones whose worker is
+    alive; a worker whose own budget looks spent waits for the others rather than exit, so a
+    dead worker's trial, failed by a watcher, is retried by whoever survives. Of trials started
+    at the same instant past the budget, the one with the higher number steps back (it is
+    failed before it trains, marked ``dmlopt_over_budget``), so the budget is met exactly.
+    ``callbacks`` are Optuna's, called after each trial (experiment trackers).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
@@ -172,36 +209,117 @@ def search(
     check_same_searches(config, storage)
     folds = search_folds(config, dataset)
     fingerprint = folds_fingerprint(dataset, folds)
-    counted = (*FINISHED, *IN_FLIGHT)
     for loss in config.losses:
-        n_trials = trial_budget(config, loss)
         study = open_study(config, loss, storage, seed=seed, folds_fingerprint=fingerprint)
-        done = len(study.get_trials(states=counted))
-        progress = Progress(loss, n_trials)
-        progress.bar.update(min(len(study.get_trials(states=FINISHED)), n_trials))
+        progress = Progress(loss, trial_budget(config, loss), enabled=show_progress)
         try:
-            if done < n_trials:
-                from dmlopt.study.objective import CrossValidationObjective  # imports Lightning
-
-                objective = CrossValidationObjective(config, loss, dataset, folds, progress)
-                study.optimize(
-                    objective,
-                    n_trials=n_trials - done,
-                    callbacks=[MaxTrialsCallback(n_trials, states=counted), progress, *callbacks],
-                    catch=(),
-                )
+            TrialLoop(config, loss, dataset, folds, study, progress, callbacks=callbacks).run()
         finally:
             progress.close()
         if on_loss_done is not None:
             on_loss_done(loss, study)
 
 
+class TrialLoop:
+    """One worker's trial loop on one loss's study (see :func:`search`).
+
+    ``objective`` defaults to cross-validated training; a benchmark passes one of its own."""
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        loss: str,
+        dataset: MetricDataset | None,
+        folds: Sequence[Fold],
+        study: optuna.Study,
+        progress: Progress,
+        objective: Callable[[optuna.Trial], float] | None = None,
+        callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    ) -> None:
+        self.config, self.loss, self.dataset, self.folds = config, loss, dataset, folds
+        self.study = study
+        self.progress = progress
+        self.callbacks = callbacks
+        self.n_trials = trial_budget(config, loss)
+        self.interval = config.workers.heartbeat_seconds
+        self.objective = objective
+        self.bad_data: list[str] = []  # this run's trials failed by unreadable samples
+
+    def run(self) -> None:
+        with Liveness(self.study, self.interval) as live:
+            while True:
+                signals.check()
+                trials = self.study.get_trials(deepcopy=False)
+                finished = sum(t.state in FINISHED for t in trials)
+                running = sum(t.state in IN_FLIGHT for t in trials)
+                self.progress.sync(finished)
+                if finished >= self.n_trials:
+                    return
+                if finished + running >= self.n_trials:
+                    # Others hold the rest: watch them (the thread does so only every beat).
+                    live.watch.check()
+                    time.sleep(min(self.interval, WAIT_SECONDS))
+                    continue
+                if self.objective is None:
+                    assert self.dataset is not None
+                    from dmlopt.study.objective import CrossValidationObjective  # Lightning
+
+                    self.objective = CrossValidationObjective(
+                        self.config, self.loss, self.dataset, self.folds, self.progress
+                    )
+                trial = self.study.ask()  # a queued retry first, else a new trial
+                with live.beating(trial._trial_id):
+                    self._run_trial(trial, self.objective)
+
+    def _over_budget(self, trial: optuna.Trial) -> bool:
+        """Whether trials numbered before ``trial`` already fill the budget (a race lost)."""
+        before = self.study.get_trials(deepcopy=False, states=(*FINISHED, *IN_FLIGHT))
+        return sum(t.number < trial.number for t in before) >= self.n_trials
+
+    def _run_trial(self, trial: optuna.Trial, objective: Callable[[optuna.Trial], float]) -> None:
+        storage = self.study._storage
+        try:
+            storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, WORKER)
+            if self._over_budget(trial):
+                storage.set_trial_system_attr(trial._trial_id, OVER_BUDGET_ATTR, True)
+                self.study.tell(trial, state=TrialState.FAIL)
+                return
+            value = objective(trial)
+        except optuna.TrialPruned:
+            frozen = self.study.tell(trial, state=TrialState.PRUNED)
+        except BadSample as e:
+            # One unreadable file fails this trial, not the study: later trials may never
+            # draw it, and `dmlopt check --verify-data` lists every such file.
+            storage.set_trial_system_attr(trial._trial_id, BAD_DATA_ATTR, str(e))
+            frozen = self.study.tell(trial, state=TrialState.FAIL)
+            print(f"warning: trial {trial.number} failed: {e}", file=sys.stderr)
+            self.bad_data.append(str(e))
+            # Counted per run, not per study: once the files are fixed, a rerun goes on.
+            if len(self.bad_data) >= self.n_trials:
+                raise DmloptError(
+                    f"{len(self.bad_data)} trials of {self.study.study_name} failed on "
+                    f"unreadable samples, the last: {e}"
+                ) from None
+        except BaseException:
+            # Ctrl-C, SIGTERM, a lost database or a bug: never leave the trial RUNNING for
+            # the heartbeat to find (best effort: the database may be what failed).
+            with contextlib.suppress(Exception):
+                self.study.tell(trial, state=TrialState.FAIL)
+            raise
+        else:
+            frozen = self.study.tell(trial, value)
+        self.progress(self.study, frozen)
+        for callback in self.callbacks:
+            callback(self.study, frozen)
+
+
 def wait_for_workers(study: optuna.Study) -> None:
     """Block until no trial of ``study`` is running (other workers' included), failing the
     trials of workers whose heartbeat stopped so that a dead worker cannot block forever."""
-    while study.get_trials(deepcopy=False, states=IN_FLIGHT):
-        optuna.storages.fail_stale_trials(study)
-        time.sleep(WAIT_SECONDS)
+    interval = WorkersConfig().heartbeat_seconds
+    if CONFIG_ATTR in study.user_attrs:
+        interval = stored_config(study).workers.heartbeat_seconds
+    wait_until_idle(study, interval)
 
 
 def stored_config(study: optuna.Study) -> StudyConfig:

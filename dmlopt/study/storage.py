@@ -8,6 +8,7 @@ is attempt 0, and only an explicit rescore inserts attempt n + 1.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import time
@@ -15,6 +16,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, unquote
 
 import optuna
 import sqlalchemy as sa
@@ -22,13 +24,17 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
+from dmlopt.config import shorten
 from dmlopt.errors import DmloptError
 
 T = TypeVar("T")
 
-HEARTBEAT_SECONDS = 60  # a worker that stops beating this long is presumed dead
 CREATE_ATTEMPTS = 3  # see _opening
 RETRIES = 2  # a dead worker's trial is queued again this many times
+CONNECT_TIMEOUT = 10  # seconds; an unreachable host must not hang a worker for minutes
+_SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "secret", "token")
+#: The driver SQLAlchemy picks for a URL without one, and the driver the extras install.
+_DRIVERS = {"postgresql": ("psycopg", "psycopg2"), "mysql": ("MySQLdb", "pymysql")}
 
 
 def storage_url(cli: str | None, study_file: str | None, out_dir: Path) -> str:
@@ -37,37 +43,183 @@ def storage_url(cli: str | None, study_file: str | None, out_dir: Path) -> str:
     return url or f"sqlite:///{out_dir / 'study.db'}"
 
 
-_SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "secret", "token")
+def _split_userinfo(url: str) -> tuple[str, str | None, str]:
+    """``(before the password, the raw password or None, from the last '@' on)``.
+
+    The authority ends at the *last* '@', so a password holding an unescaped '@', ':' or '/'
+    is still seen whole (SQLAlchemy would stop it at the first '@')."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url, None, ""
+    at = rest.rindex("@")
+    user, colon, password = rest[:at].partition(":")
+    if not colon:
+        return url, None, ""
+    return f"{scheme}://{user}:", password, rest[at:]
 
 
 def redact(url: str) -> str:
-    """The URL with any password masked (also one passed as a query parameter)."""
+    """The URL with its password masked whatever it holds, and secrets in the query too."""
+    if "://" not in url:
+        return "<malformed storage URL>"  # no telling which part is secret
+    head, password, tail = _split_userinfo(url)
+    masked = url if password is None else f"{head}***{tail}"
+    base, q, query = masked.partition("?")
+    if not q:
+        return masked
+    parts = []
+    for item in query.split("&"):
+        key, eq, _ = item.partition("=")
+        secret = eq and any(s in unquote(key).lower() for s in _SECRET_QUERY_KEYS)
+        parts.append(f"{key}=***" if secret else item)
+    return f"{base}?{'&'.join(parts)}"
+
+
+def _secrets(url: str) -> list[str]:
+    """Every form the URL's password may take in a driver's message."""
+    _, password, _ = _split_userinfo(url)
+    return [p for p in {password, unquote(password or "")} if p]
+
+
+def _scrub(text: str, url: str) -> str:
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def normalize_url(url: str) -> str:
+    """``url`` as SQLAlchemy must see it: a password's reserved characters percent-encoded,
+    and a URL without a driver (``postgresql://``) given the driver that is installed."""
+    head, password, tail = _split_userinfo(url)
+    if password is not None:
+        url = f"{head}{quote(unquote(password), safe='')}{tail}"
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
-        return "<malformed storage URL>"
-    hidden = {k: "***" for k in parsed.query if any(s in k.lower() for s in _SECRET_QUERY_KEYS)}
-    return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+        raise DmloptError(f"malformed storage URL {redact(url)}") from None
+    backend = parsed.get_backend_name()
+    if backend in _DRIVERS and "+" not in parsed.drivername:
+        default, fallback = _DRIVERS[backend]
+        if importlib.util.find_spec(default) is None and importlib.util.find_spec(fallback):
+            parsed = parsed.set(drivername=f"{backend}+{fallback}")
+            return parsed.render_as_string(hide_password=False)
+    return url
 
 
-def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
-    """The Optuna storage at ``url``, tables created if needed; unreachable is a user error.
+class StorageLost(DmloptError):
+    """The database stayed unreachable for longer than the worker was told to wait."""
 
-    With ``create=False`` a SQLite file must already exist (commands that only read a study
-    must not leave an empty database behind)."""
+
+def _transient(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is a lost connection rather than a refusal."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError)):
+            return True
+        if isinstance(e, sa.exc.DBAPIError) and e.connection_invalidated:
+            return True
+        code = getattr(e, "code", None)
+        if callable(code) and getattr(code(), "name", None) in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+            return True  # grpc.RpcError of a proxy that is down or unreachable
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class RetryingStorage(optuna.storages.BaseStorage):
+    """Any Optuna storage whose calls survive a database outage.
+
+    A call that fails for a lost connection is retried with backoff (0.5 s doubling to 15 s)
+    for up to ``patience`` seconds; past that :class:`StorageLost` is raised, and every later
+    call raises it at once (a worker that gave up must not wait again while it exits)."""
+
+    def __init__(self, inner: optuna.storages.BaseStorage, url: str, patience: float) -> None:
+        self.inner = inner
+        self.url = url
+        self.patience = patience
+        self.lost = False
+
+    def remove_session(self) -> None:
+        self.inner.remove_session()
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.patience
+        delay = 0.5
+        while True:
+            if self.lost:
+                raise StorageLost(f"lost storage {redact(self.url)}")
+            try:
+                return getattr(self.inner, name)(*args, **kwargs)
+            except Exception as e:
+                if not _transient(e):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    self.lost = True
+                    raise StorageLost(
+                        f"lost storage {redact(self.url)} for over {self.patience:g} s: "
+                        f"{_scrub(_reason(e), self.url)}"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 15.0)
+
+
+def _delegate(name: str) -> Callable[..., Any]:
+    def method(self: RetryingStorage, *args: Any, **kwargs: Any) -> Any:
+        return self.call(name, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name in [
+    n for n in vars(optuna.storages.BaseStorage) if not n.startswith("_") and n != "remove_session"
+]:
+    setattr(RetryingStorage, _name, _delegate(_name))
+# The methods are set just above, so the class is concrete (mypy cannot see it).
+RetryingStorage.__abstractmethods__ = frozenset()
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def open_storage(
+    url: str, *, create: bool = True, patience: float = 0.0
+) -> optuna.storages.BaseStorage:
+    """The Optuna storage at ``url`` (a database URL, or ``grpc://HOST:PORT`` for a
+    ``dmlopt storage-proxy``), tables created if needed; unreachable is a user error.
+
+    Calls that lose the connection are retried for ``patience`` seconds. With ``create=False``
+    a SQLite file must already exist (commands that only read a study must not leave an empty
+    database behind)."""
+    if url.startswith("grpc://"):
+        return RetryingStorage(_grpc_proxy(url), url, patience)  # type: ignore[abstract]
+    url = normalize_url(url)
     _prepare(url, create=create)
-    # Heartbeats are "experimental" in Optuna's terms but are how dead workers are detected.
+    engine_kwargs: dict[str, Any] = {}
+    if not is_sqlite(url):
+        # A connection the server dropped (a restart) is replaced before use, not failed on.
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": _connect_args(url)}
+    rdb = _opening(url, lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs))
+    cached = optuna.storages._CachedStorage(rdb)  # as optuna.create_study would wrap it
+    return RetryingStorage(cached, url, patience)  # type: ignore[abstract]
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    return {"connect_timeout": CONNECT_TIMEOUT} if not is_sqlite(url) else {}
+
+
+def _grpc_proxy(url: str) -> optuna.storages.BaseStorage:
+    host, _, port = url.removeprefix("grpc://").rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise DmloptError(f"malformed storage URL {redact(url)}: expected grpc://HOST:PORT")
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise DmloptError("grpc:// storage needs grpcio: pip install 'dmlopt[proxy]'") from None
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return _opening(
-        url,
-        lambda: optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=RETRIES
-            ),
-        ),
-    )
+    return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
 
 
 def _opening(url: str, open_: Callable[[], T]) -> T:
@@ -81,10 +233,14 @@ def _opening(url: str, open_: Callable[[], T]) -> T:
             return open_()
         except SQLAlchemyError as e:
             if attempt == CREATE_ATTEMPTS - 1:
-                raise DmloptError(f"cannot open storage {redact(url)}: {_reason(e)}") from None
+                raise DmloptError(
+                    f"cannot open storage {redact(url)}: {_scrub(_reason(e), url)}"
+                ) from None
             time.sleep(0.5 * (attempt + 1))
-        except (ImportError, ValueError) as e:  # a missing driver, a malformed URL part
-            raise DmloptError(f"cannot open storage {redact(url)}: {_reason(e)}") from None
+        except (ImportError, ValueError, TypeError) as e:  # a missing driver, a bad URL part
+            raise DmloptError(
+                f"cannot open storage {redact(url)}: {_scrub(_reason(e), url)}"
+            ) from None
     raise AssertionError("unreachable")
 
 
@@ -97,12 +253,16 @@ def _prepare(url: str, *, create: bool = True) -> None:
         path = Path(parsed.database)
         if not create and not path.is_file():
             raise DmloptError(f"no study database at {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DmloptError(f"cannot create {path.parent}: {e.strerror}") from None
 
 
-def _reason(error: Exception) -> str:
+def _reason(error: BaseException) -> str:
     orig = getattr(error, "orig", None) or error
-    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    text = str(orig).strip()
+    return shorten(text.splitlines()[0]) if text else type(orig).__name__
 
 
 _metadata = sa.MetaData()
@@ -128,10 +288,17 @@ class ScoreBook:
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         """``create=False`` opens it read-only: no table is created (reports only read)."""
+        if url.startswith("grpc://"):
+            raise DmloptError(
+                "test scores are kept in the database itself, which a storage proxy does not "
+                "serve: search with --no-final here, then score with the database URL"
+            )
+        url = normalize_url(url)
         _prepare(url, create=create)
 
         def connect() -> tuple[sa.Engine, bool]:
-            engine = sa.create_engine(url)
+            pre_ping = not is_sqlite(url)
+            engine = sa.create_engine(url, pool_pre_ping=pre_ping, connect_args=_connect_args(url))
             if create:
                 _metadata.create_all(engine)
                 return engine, True
