@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning.pytorch as pl
+import torch
 from pytorch_metric_learning.samplers import MPerClassSampler
 from torch.utils.data import DataLoader
 
@@ -42,6 +45,15 @@ class FoldDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return eval_loader(self.val_samples, self.config)
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, labels)`` straight to the device. Lightning's generic version walks the
+        batch as a nested collection, a measurable cost per step for small models; from pinned
+        memory the copy is asynchronous on a GPU."""
+        x, y = batch
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def eval_loader(samples: Samples, config: TrainingConfig) -> DataLoader:
