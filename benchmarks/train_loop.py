@@ -105,8 +105,7 @@ def plain_loop(
             module.eval()
             with torch.no_grad():
                 parts = [
-                    (F.normalize(module(x), dim=1), y)
-                    for x, y in eval_loader(data.val_samples, t)
+                    (F.normalize(module(x), dim=1), y) for x, y in eval_loader(data.val_samples, t)
                 ]
             embeddings = torch.cat([e for e, _ in parts]).numpy()
             labels = torch.cat([y for _, y in parts]).numpy()

@@ -13,13 +13,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dmlopt.errors import DmloptError
 
 if TYPE_CHECKING:
     import optuna
 
+    from dmlopt.config import StudyConfig
+    from dmlopt.data.base import MetricDataset
+    from dmlopt.data.splits import Fold
     from dmlopt.study.final import FinalStage
     from dmlopt.study.storage import ScoreBook
 
@@ -73,7 +76,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     for loss in config.losses:
         space = config.loss_space(loss)
         print(f"# {loss}: " + ", ".join(f"{k} {v}" for k, v in space.items()))
+    if args.estimate:
+        _estimate(config, dataset, folds, args.workers)
     return 0
+
+
+def _estimate(config: StudyConfig, dataset: MetricDataset, folds: list[Fold], workers: int) -> None:
+    """Time a few iterations of the study's model on its data; print the worst-case cost."""
+    from dmlopt.hardware import check_hardware, device_for
+    from dmlopt.study.estimate import describe, measure
+
+    check_hardware(config.training)
+    print("# timing a few training iterations ...", flush=True)
+    estimate = measure(config, dataset, folds)
+    device = device_for(config.training)
+    name = torch_device_name(device)
+    for line in describe(config, estimate, len(folds), workers, name):
+        print(line)
+
+
+def torch_device_name(device: Any) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def _ranges(ids: Sequence[int]) -> str:
@@ -231,6 +258,16 @@ def cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmlopt",
@@ -272,6 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check", cmd_check, "validate a study file; print the resolved config and the folds")
     p.add_argument("study", help="study file (YAML)")
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="also time a few iterations of the study's model on its data and print the "
+        "worst-case number of fold trainings and wall time",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="with --estimate: also estimate for this many workers (default: %(default)s)",
+    )
     p.add_argument("--out", help=argparse.SUPPRESS)
 
     p = add("export", cmd_export, "write the best config of <study>/<loss> as a study file")

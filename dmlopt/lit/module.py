@@ -56,7 +56,7 @@ class MetricLearningModule(pl.LightningModule):
         # tensor cores want. No effect on non-image (2-d) inputs.
         self.channels_last = channels_last
         if channels_last:
-            self.trunk.to(memory_format=torch.channels_last)
+            self.trunk.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         # The step zeroes, backpropagates and steps itself: Lightning's automatic optimisation
         # wraps each step in closures and precision-plugin hooks that cost a small model about
