@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from dmlopt.config import TrainingConfig
 from dmlopt.data.base import Samples
+from dmlopt.hardware import device_for
 
 
 class FoldDataModule(pl.LightningDataModule):
@@ -41,6 +42,7 @@ class FoldDataModule(pl.LightningDataModule):
             drop_last=True,
             num_workers=c.num_workers,
             persistent_workers=c.num_workers > 0,
+            pin_memory=_pin(c),
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -58,4 +60,15 @@ class FoldDataModule(pl.LightningDataModule):
 
 def eval_loader(samples: Samples, config: TrainingConfig) -> DataLoader:
     """Sequential batches for embedding a split."""
-    return DataLoader(samples, batch_size=config.eval_batch_size, num_workers=config.num_workers)
+    return DataLoader(
+        samples,
+        batch_size=config.eval_batch_size,
+        num_workers=config.num_workers,
+        pin_memory=_pin(config),
+    )
+
+
+def _pin(config: TrainingConfig) -> bool:
+    """Page-locked batches when training on a GPU: their copy to the device is asynchronous
+    (``non_blocking``) and overlaps the previous step."""
+    return device_for(config).type == "cuda"
