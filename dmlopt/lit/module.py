@@ -82,16 +82,20 @@ class MetricLearningModule(pl.LightningModule):
                     m.eval()
         return self
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
+    def compute_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The loss of one batch (mined tuples first, for losses with a miner)."""
         x, y = batch
         embeddings = self(x).float()
         # Losses and miners in float32 even under bf16 autocast: scaled cosine logits (ArcFace,
         # CosFace, NT-Xent) lose too much precision in bfloat16.
         with torch.autocast(device_type=self.device.type, enabled=False):
             tuples = self.miner(embeddings, y) if self.miner is not None else None
-            loss = self.loss_fn(embeddings, y, tuples)
+            return self.loss_fn(embeddings, y, tuples)
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        loss = self.compute_loss(batch)
         optimizer = self.optimizers(use_pl_optimizer=False)
         assert isinstance(optimizer, torch.optim.Optimizer)
         optimizer.zero_grad(set_to_none=True)

@@ -67,13 +67,13 @@ def measure(
 ) -> Estimate:
     """Time ``iterations`` training steps (after one untimed warm-up step, which pays for loader
     workers and first-call allocations) and one batch of validation embeddings."""
-    loss = next(iter(config.losses))
+    loss_name = next(iter(config.losses))
     # any point of the search space costs the same to train; a seeded random one
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
-    params = suggest(config.loss_space(loss), trial)
+    params = suggest(config.loss_space(loss_name), trial)
     train_classes, val_classes = folds[0]
-    module = build_module(config, loss, params, dataset, len(train_classes))
+    module = build_module(config, loss_name, params, dataset, len(train_classes))
     device = device_for(config.training)
     module.to(device).train()
     optimizer = module.configure_optimizers()
@@ -92,12 +92,10 @@ def measure(
             _sync(device)
             start = time.perf_counter()
         x, y = next(batches)
-        x, y = x.to(device), y.to(device)
         with autocast:
-            embeddings = module(x).float()
-        tuples = module.miner(embeddings, y) if module.miner is not None else None
+            loss = module.compute_loss((x.to(device), y.to(device)))
         optimizer.zero_grad(set_to_none=True)
-        module.loss_fn(embeddings, y, tuples).backward()
+        loss.backward()
         optimizer.step()
     _sync(device)
     per_iteration = (time.perf_counter() - start) / iterations
