@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="image size (the quickstart's: 32)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=25, help="iterations per epoch")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="2 epochs, 2 repeats")
     args = parser.parse_args()
