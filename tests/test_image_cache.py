@@ -17,6 +17,7 @@ from dmlopt.cli import main
 from dmlopt.config import ImageTransform
 from dmlopt.data.splits import paper_split
 from dmlopt.data.transforms import load_image
+from dmlopt.errors import DmloptError
 from tests.conftest import TINY_STUDY
 
 
@@ -97,3 +98,11 @@ def test_search_caches_only_train_val_images(tmp_path: Path) -> None:
     # every train/val image is read by some fold (as a training or a val sample), once decoded
     assert len(cached) == len(trainval) * per_class
     assert not list(cache.glob(".*partial*"))
+
+
+def test_an_unwritable_cache_is_a_clear_error(tmp_path: Path) -> None:
+    path = _photo(tmp_path / "a.png", 0)
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(DmloptError, match="cannot write the image cache"):
+        load_image(path, ImageTransform(size=16, cache=blocker), train=False)

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from dmlopt.config import ImageTransform
+from dmlopt.errors import DmloptError
 
 
 def _uniform(low: float, high: float) -> float:
@@ -95,10 +96,13 @@ def decoded(path: Path, config: ImageTransform, box: Box | None = None) -> Image
     image = _decode(path, config, box)
     if min(image.size) > side:  # never enlarge: the transform does that from the original
         image = _shorter_side_to(image, side, config.size)
-    config.cache.mkdir(parents=True, exist_ok=True)
     partial = file.with_name(f".{file.stem}.{os.getpid()}.partial.npy")
-    np.save(partial, np.asarray(image))
-    os.replace(partial, file)  # atomic: a concurrent reader sees all of it or nothing
+    try:
+        config.cache.mkdir(parents=True, exist_ok=True)
+        np.save(partial, np.asarray(image))
+        os.replace(partial, file)  # atomic: a concurrent reader sees all of it or nothing
+    except OSError as e:
+        raise DmloptError(f"cannot write the image cache {config.cache}: {e.strerror}") from None
     return image
 
 
