@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test test-fast lint typecheck bench clean browser
+.PHONY: quickstart test test-fast lint typecheck bench bench-full clean browser
 
 # The venv is rebuilt when the package's dependencies change.
 $(STAMP): setup.cfg pyproject.toml
@@ -40,9 +40,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy dmlopt
 
+# Each benchmark prints one JSON line: its figure, a baseline measured in the same run, the
+# ratio. `make bench` takes a few minutes (--quick sizes); `make bench-full` the sizes the
+# README quotes (about half an hour on 2 cores).
+BENCHMARKS := retrieval_scores train_loop data_pipeline train_throughput search_efficiency \
+              pruning_simulation workers_throughput
+
 bench: $(STAMP)
-	$(BIN)/python benchmarks/retrieval_scores.py
-	$(BIN)/python benchmarks/workers_throughput.py
+	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py --quick || exit 1; done
+
+bench-full: $(STAMP)
+	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

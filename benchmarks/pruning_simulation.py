@@ -61,7 +61,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="5 seeds")
     args = parser.parse_args()
+    if args.quick:
+        args.seeds = 5
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     baseline = args.trials * len(FOLD_OFFSETS)  # no pruning: every trial trains every fold
     out: dict[str, object] = {

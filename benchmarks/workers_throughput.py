@@ -109,7 +109,10 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=2.0, help="seconds per trial")
     parser.add_argument("--per-worker", type=int, default=8, help="trials per worker")
     parser.add_argument("--no-proxy", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="3 trials per worker, no proxy")
     args = parser.parse_args()
+    if args.quick:
+        args.per_worker, args.no_proxy = 3, True
     open_storage(args.storage)  # tables created once, not raced by the first workers
 
     def sweep(url: str) -> dict[str, float]:

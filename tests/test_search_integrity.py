@@ -136,7 +136,7 @@ def test_losses_compute_in_float32_under_bf16_autocast(loss: str) -> None:
     x = torch.randn(8, 1, 16, 16)
     y = torch.arange(4).repeat_interleave(2)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-        value = module.training_step((x, y), 0)
+        value = module.compute_loss((x, y))
     assert value.dtype == torch.float32
 
 

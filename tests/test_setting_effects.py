@@ -104,6 +104,12 @@ EFFECTS: dict[str, str] = {
         for name in IMAGE_DATASETS
         for key in TRANSFORM_KEYS
     },
+    **{
+        f"dataset.{name}.transform.cache": (
+            "tests/test_image_cache.py::test_cached_reads_skip_decoding_and_evaluate_identically"
+        )
+        for name in IMAGE_DATASETS
+    },
     # ------------------------------------------------------------------ split, model
     "split.test": "tests/test_splits.py::test_search_folds_never_contain_test_classes",
     "split.folds": f"{REGISTRY}::test_one_trial_two_fold_study_completes",

@@ -24,6 +24,9 @@ from dmlopt.seeding import derive_seed
 
 _PROTOTYPE_GRID = 5  # coarse random field size: fewer cells give smoother, blob-like shapes
 _PROTOTYPE, _SAMPLE = 0, 1  # streams of random numbers, kept apart
+# Generated samples are kept (they depend on (seed, index) alone) while the whole dataset would
+# fit in this many bytes: generating one costs as much CPU as a small model's step on it.
+CACHE_BYTES = 512 * 2**20
 
 
 def _generator(seed: int, stream: int, key: int) -> torch.Generator:
@@ -35,6 +38,10 @@ class SyntheticDataset(MetricDataset):
         self.config = config
         self.class_names = [f"class_{c:04d}" for c in range(config.classes)]
         self.labels = np.repeat(np.arange(config.classes, dtype=np.int64), config.per_class)
+        sample_bytes = 4 * config.image_size**2  # one float32 channel; channels are repeats
+        self._cache: dict[int, torch.Tensor] | None = (
+            {} if len(self.labels) * sample_bytes <= CACHE_BYTES else None
+        )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -54,6 +61,16 @@ class SyntheticDataset(MetricDataset):
         return f"synthetic:{c.seed}:{c.image_size}:{c.channels}:{index}"
 
     def read(self, index: int, *, train: bool) -> torch.Tensor:
+        # train or not, a sample is the same: the deformations are the dataset, not augmentation
+        if self._cache is None:
+            return self._generate(index).expand(self.config.channels, -1, -1)
+        image = self._cache.get(index)
+        if image is None:
+            image = self._cache[index] = self._generate(index)
+        return image.expand(self.config.channels, -1, -1)
+
+    def _generate(self, index: int) -> torch.Tensor:
+        """Sample ``index`` as one channel, ``(1, S, S)``; only ever called for samples read."""
         label = int(self.labels[index])
         g = _generator(self.config.seed, _SAMPLE, index)
         u = torch.rand(7, generator=g)
@@ -70,4 +87,4 @@ class SyntheticDataset(MetricDataset):
         image = F.grid_sample(proto, grid, padding_mode="zeros", align_corners=False)[0]
         contrast = 0.6 + 0.8 * u[5]
         noise = torch.randn(image.shape, generator=g) * (0.3 + 0.3 * u[6])
-        return (contrast * image + noise).expand(self.config.channels, -1, -1)
+        return contrast * image + noise

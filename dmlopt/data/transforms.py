@@ -6,7 +6,9 @@ center-crop, as the paper (docs/protocol.md).
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from PIL import Image
 
 from dmlopt.config import ImageTransform, shorten
 from dmlopt.data.base import BadSample
+from dmlopt.errors import DmloptError
 
 
 def _uniform(low: float, high: float) -> float:
@@ -53,15 +56,10 @@ def random_resized_crop_box(
     return left, top, left + w, top + h
 
 
-def load_image(
-    path: Path,
-    config: ImageTransform,
-    *,
-    train: bool,
-    box: tuple[float, float, float, float] | None = None,
-) -> torch.Tensor:
-    """Decode, crop to ``box`` ``(x1, y1, x2, y2)`` if given, augment (if ``train`` and
-    ``config.augment``), and normalise one image."""
+Box = tuple[float, float, float, float]
+
+
+def _decode(path: Path, config: ImageTransform, box: Box | None) -> Image.Image:
     try:
         with Image.open(path) as raw:
             image = raw.convert("L" if config.channels == 1 else "RGB")
@@ -70,8 +68,61 @@ def load_image(
         raise BadSample(
             f"cannot read image {path}: {shorten(str(e) or type(e).__name__)}"
         ) from None
-    if box is not None:
-        image = image.crop(box)
+    return image if box is None else image.crop(box)
+
+
+def _shorter_side_to(image: Image.Image, side: int, size: int) -> Image.Image:
+    """Resized so that its shorter side is ``side`` (and neither side below ``size``)."""
+    w, h = image.size
+    factor = side / min(w, h)
+    return image.resize(
+        (max(size, round(w * factor)), max(size, round(h * factor))), Image.Resampling.BILINEAR
+    )
+
+
+def decoded(path: Path, config: ImageTransform, box: Box | None = None) -> Image.Image:
+    """The image at ``path``, cropped to ``box``, converted to the study's channels.
+
+    With ``config.cache`` set it is decoded once, shrunk to the evaluation resize resolution
+    (its shorter side ``resize``, or ``size``) and kept there as a uint8 ``.npy`` file, which
+    later reads memory-map instead of decoding the original: every loader worker, trial and
+    study on the machine shares it. Only images that are read are cached, so the search
+    never caches (or opens) a test-class image. Keys hold the file's path, size and
+    modification time and the settings that shape the cached pixels.
+    """
+    if config.cache is None:
+        return _decode(path, config, box)
+    side = config.resize or config.size
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{side}|{config.channels}|{box}"
+    file = config.cache / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
+    try:
+        return Image.fromarray(np.load(file, mmap_mode="r"))
+    except (OSError, ValueError):  # not cached yet, or a partial file from a killed process
+        pass
+    image = _decode(path, config, box)
+    if min(image.size) > side:  # never enlarge: the transform does that from the original
+        image = _shorter_side_to(image, side, config.size)
+    partial = file.with_name(f".{file.stem}.{os.getpid()}.partial.npy")
+    try:
+        config.cache.mkdir(parents=True, exist_ok=True)
+        np.save(partial, np.asarray(image))
+        os.replace(partial, file)  # atomic: a concurrent reader sees all of it or nothing
+    except OSError as e:
+        raise DmloptError(f"cannot write the image cache {config.cache}: {e.strerror}") from None
+    return image
+
+
+def load_image(
+    path: Path,
+    config: ImageTransform,
+    *,
+    train: bool,
+    box: Box | None = None,
+) -> torch.Tensor:
+    """Decode (or read from the cache), crop to ``box`` ``(x1, y1, x2, y2)`` if given, augment
+    (if ``train`` and ``config.augment``), and normalise one image."""
+    image = decoded(path, config, box)
     size = config.size
     if train and config.augment:
         crop = random_resized_crop_box(*image.size, config.scale, config.ratio)
@@ -79,12 +130,7 @@ def load_image(
         if config.hflip and _uniform(0.0, 1.0) < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     else:
-        resize = config.resize or size
-        w, h = image.size
-        factor = resize / min(w, h)
-        image = image.resize(
-            (max(size, round(w * factor)), max(size, round(h * factor))), Image.Resampling.BILINEAR
-        )
+        image = _shorter_side_to(image, config.resize or size, size)
         w, h = image.size
         left, top = (w - size) // 2, (h - size) // 2
         image = image.crop((left, top, left + size, top + size))

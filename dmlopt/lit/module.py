@@ -45,6 +45,7 @@ class MetricLearningModule(pl.LightningModule):
         loss_lr: float | None = None,
         loss_weight_decay: float | None = None,
         freeze_batchnorm: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.trunk = trunk
@@ -58,13 +59,27 @@ class MetricLearningModule(pl.LightningModule):
         self._batchnorms = [
             m for m in trunk.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
         ]
+        #: Optimizer steps taken (the raw optimizer below does not count in ``global_step``).
+        self.steps_done = 0
         #: ``{"epoch": e, "step": s}`` (1-based epoch, optimizer steps done) once training
         #: diverged, else ``None``.
         self.diverged: dict[str, int] | None = None
+        # Images in channels-last (NHWC) layout: on a CPU, small_cnn's steps take about 1.5x
+        # less time (pooling and BatchNorm vectorise over channels); on a GPU it is the layout
+        # tensor cores want. No effect on non-image (2-d) inputs.
+        self.channels_last = channels_last
+        if channels_last:
+            self.trunk.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # The step zeroes, backpropagates and steps itself: Lightning's automatic optimisation
+        # wraps each step in closures and precision-plugin hooks that cost a small model about
+        # 2% of its step, and gradient accumulation or clipping, their purpose, are not used.
+        self.automatic_optimization = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw (unnormalised) embeddings; losses normalise as their distance requires."""
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.embedder(self.trunk(x))
 
     @torch.no_grad()
@@ -80,25 +95,36 @@ class MetricLearningModule(pl.LightningModule):
             for m in self._batchnorms:
                 m.eval()
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor | None:
+    def compute_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The loss of one batch (mined tuples first, for losses with a miner)."""
         x, y = batch
         embeddings = self(x).float()
         # Losses and miners in float32 even under bf16 autocast: scaled cosine logits (ArcFace,
         # CosFace, NT-Xent) lose too much precision in bfloat16.
         with torch.autocast(device_type=self.device.type, enabled=False):
             tuples = self.miner(embeddings, y) if self.miner is not None else None
-            loss = self.loss_fn(embeddings, y, tuples)
+            return self.loss_fn(embeddings, y, tuples)
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor | None:
+        loss = self.compute_loss(batch)
         if not torch.isfinite(loss):
             self._stop_diverged()
             return None  # no optimizer step on a non-finite loss
-        self.log("train/loss", loss, prog_bar=False, on_step=False, on_epoch=True)
-        return loss
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        assert isinstance(optimizer, torch.optim.Optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+        self.steps_done += 1
+        # No self.log of the loss here: nothing reads it (no logger, no progress bar), and
+        # Lightning's per-step logging machinery cost about 2% of a small model's step.
+        return loss.detach()
 
     def _stop_diverged(self) -> None:
         if self.diverged is None:
-            self.diverged = {"epoch": self.current_epoch + 1, "step": self.global_step}
+            self.diverged = {"epoch": self.current_epoch + 1, "step": self.steps_done}
         self.trainer.should_stop = True
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
