@@ -8,6 +8,7 @@ so ``check``, ``losses`` and every error message stay quick. Bad input prints on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -659,12 +660,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dmlopt.study.signals import Stopped, caught, stop_on_signals
 
     args = build_parser().parse_args(argv)
+    # Commands that train stop cleanly on a signal (their trial marked, Lightning's own
+    # handling bypassed); the others, a dashboard or a proxy say, keep Python's defaults.
+    stopping = stop_on_signals() if args.command in _RESUMABLE else contextlib.nullcontext()
     try:
-        with stop_on_signals():
+        with stopping:
             return int(args.handler(args))
     except DmloptError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nerror: interrupted", file=sys.stderr)
+        return 130
     except Stopped as stop:
         caught(stop)
         # Finished trials are kept and the running one was marked failed: rerunning resumes.
