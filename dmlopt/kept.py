@@ -99,8 +99,13 @@ class KeptModel(nn.Module):
         self.config = config
         self.checkpoint = checkpoint
         self.input_shape = tuple(checkpoint["input_shape"])
+        # The memory layout the fold model trained and embedded in (MetricLearningModule keeps
+        # image trunks channels-last): another layout runs other kernels, other roundings.
+        self.trunk.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.embedder(self.trunk(x))
 
     @torch.no_grad()
