@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dmlopt import __version__
 from dmlopt.errors import DmloptError
@@ -138,24 +138,20 @@ def _verify_data(dataset: MetricDataset, indices: np.ndarray) -> None:
 
 def _estimate(config: StudyConfig, dataset: MetricDataset, folds: list[Fold], workers: int) -> None:
     """Time a few iterations of the study's model on its data; print the worst-case cost."""
+    import torch
+
     from dmlopt.hardware import check_hardware, device_for
+    from dmlopt.provenance import device
     from dmlopt.study.estimate import describe, measure
 
     check_hardware(config.training)
     print("# timing a few training iterations ...", flush=True)
     estimate = measure(config, dataset, folds)
-    device = device_for(config.training)
-    name = torch_device_name(device)
+    name = device(config.training.accelerator)
+    if device_for(config.training).type == "cpu":
+        name += f" ({torch.get_num_threads()} threads)"
     for line in describe(config, estimate, len(folds), workers, name):
         print(line)
-
-
-def torch_device_name(device: Any) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def _ranges(ids: Sequence[int]) -> str:
