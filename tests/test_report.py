@@ -219,6 +219,11 @@ def test_report_page_marks_the_best_and_lists_unscored_methods(stored: dict[str,
     assert "2 complete, 0 pruned, 0 failed" in page
     assert "8 classes, 64 samples" in page  # 16 classes x 8 samples, half of them test
     assert "first scoring, 2 rerun(s)" in page
+    # ... and what produced each score: versions, commit (when there is one), device, date
+    provenance = final[SCORED[0]]["provenance"]
+    assert f"by dmlopt {provenance['dmlopt']}" in page
+    assert f"pytorch-metric-learning {provenance['pytorch_metric_learning']}" in page
+    assert f"on {provenance['device']}" in page
     # retrieval examples of the best scored method: thumbnails as data URIs
     assert page.count('src="data:image/png;base64,') >= 4 * 6
 
