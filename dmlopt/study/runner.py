@@ -203,8 +203,11 @@ def search(
     failed before it trains, marked ``dmlopt_over_budget``), so the budget is met exactly.
     ``callbacks`` are Optuna's, called after each trial (experiment trackers).
     """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("optuna").setLevel(logging.WARNING)
+    # dmlopt reports trials, failures and lost storage in its own words, one line each; Optuna's
+    # warnings (a failed trial, a query retried the slow way while the database goes away)
+    # would repeat them as multi-line noise.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("optuna").setLevel(logging.ERROR)
     # Trials trained under other settings cannot be compared: refuse before training any.
     check_same_searches(config, storage)
     folds = search_folds(config, dataset)
