@@ -26,6 +26,7 @@ from torch import nn
 
 from dmlopt.config import StudyConfig, parse_study
 from dmlopt.errors import DmloptError
+from dmlopt.models.layout import channels_last, channels_last_input
 
 if TYPE_CHECKING:
     from dmlopt.lit.module import MetricLearningModule
@@ -99,14 +100,10 @@ class KeptModel(nn.Module):
         self.config = config
         self.checkpoint = checkpoint
         self.input_shape = tuple(checkpoint["input_shape"])
-        # The memory layout the fold model trained and embedded in (MetricLearningModule keeps
-        # image trunks channels-last): another layout runs other kernels, other roundings.
-        self.trunk.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        channels_last(self.trunk)  # the layout the fold model trained and embedded in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.embedder(self.trunk(x))
+        return self.embedder(self.trunk(channels_last_input(x)))
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -143,5 +143,3 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    # a diverged step returns None on purpose (see MetricLearningModule.training_step)
-    warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
