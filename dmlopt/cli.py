@@ -50,7 +50,12 @@ def _open(
 
     out = _out_dir(args, config.study)
     url = storage_url(args.storage, config.storage, out)
-    storage = open_storage(url, create=create, patience=config.workers.storage_retry_seconds)
+    # Retries at least once per heartbeat: after an outage every live worker beats again
+    # within one interval, well inside the grace period its watchers give it.
+    w = config.workers
+    storage = open_storage(
+        url, create=create, patience=w.storage_retry_seconds, max_delay=w.heartbeat_seconds
+    )
     return out, storage, ScoreBook(url) if book else None
 
 
@@ -433,7 +438,9 @@ def cmd_storage_proxy(args: argparse.Namespace) -> int:
         import grpc  # noqa: F401
     except ImportError:
         raise DmloptError("storage-proxy needs grpcio: pip install 'dmlopt[proxy]'") from None
-    storage = open_storage(args.storage, patience=args.storage_retry)
+    # Retrying each second, the workers behind the proxy beat again within a second of the
+    # database's return, whatever their (possibly short) heartbeat interval.
+    storage = open_storage(args.storage, patience=args.storage_retry, max_delay=1.0)
     print(
         f"serving {redact(args.storage)} on grpc://{args.host}:{args.port} (Ctrl-C to stop)",
         flush=True,

@@ -35,9 +35,11 @@ from tests.test_distributed import SERVERS, _forget, _require
 
 TIMEOUT = 300
 HEARTBEAT = 0.5  # seconds: a dead worker's trial is failed after 1.5 s
-#: Trials of a few seconds, so that a signal or a kill lands in the middle of one.
+#: Trials of about four seconds on an idle core (900 steps of the tiny model), so that a signal
+#: or a kill sent half a second into one lands in the middle of it. Shorter trials made these
+#: tests flaky once the training loop got faster.
 SLOW_TRIALS = {
-    "training": {"iterations_per_epoch": 15, "max_epochs": 3, "patience": 3},
+    "training": {"iterations_per_epoch": 150, "max_epochs": 3, "patience": 3},
     "workers": {"heartbeat_seconds": HEARTBEAT},
 }
 

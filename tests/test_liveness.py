@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -11,7 +12,10 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from dmlopt.config import parse_study
+from dmlopt.search_space import suggest
 from dmlopt.study.liveness import BEAT_ATTR, STALE_ATTR, Liveness, StaleWatch
+from dmlopt.study.progress import Progress
+from dmlopt.study.runner import TrialLoop, open_study
 from dmlopt.study.storage import RetryingStorage, StorageLost
 from tests.conftest import TINY_STUDY, deep_update
 
@@ -36,8 +40,10 @@ def test_heartbeat_seconds_sets_when_a_silent_trial_is_failed(
     interval = _workers(heartbeat_seconds=heartbeat).heartbeat_seconds
     study, trial_id = _study_with_running_trial()
     watch = StaleWatch(study, interval)
-    watch.check()
-    time.sleep(0.6)
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline:  # looking every 0.05 s, as a worker's thread would
+        watch.check()
+        time.sleep(0.05)
     watch.check()
     trial = study._storage.get_trial(trial_id)
     assert (trial.state == TrialState.FAIL) is failed
@@ -102,3 +108,107 @@ def test_a_refusal_is_not_retried() -> None:
     with pytest.raises(sa.exc.IntegrityError):
         storage.get_all_studies()
     assert Refusing.calls == 1
+
+
+class _Outage(optuna.storages.InMemoryStorage):
+    """One database shared by several workers, down from ``start``; reads are back at
+    ``reads_back`` and writes at ``writes_back`` (monotonic times): one worker's retry gets
+    through before another's."""
+
+    start = reads_back = writes_back = 0.0
+
+    def _up(self, back: float) -> None:
+        if self.start <= time.monotonic() < back:
+            raise sa.exc.OperationalError("SELECT", {}, ConnectionError("server closed"))
+
+    def get_all_trials(self, *args: Any, **kwargs: Any) -> list[optuna.trial.FrozenTrial]:
+        self._up(self.reads_back)
+        return super().get_all_trials(*args, **kwargs)
+
+    def set_trial_system_attr(self, *args: Any, **kwargs: Any) -> None:
+        self._up(self.writes_back)
+        super().set_trial_system_attr(*args, **kwargs)
+
+
+def test_an_outage_is_nobodys_death() -> None:
+    """The database is down for 2 s, over three grace periods, and the watcher's reads block
+    in their retries meanwhile. A live worker whose beat gets through 0.2 s after the
+    watcher's first read keeps its trial; a trial nobody beats for is still failed, a grace
+    period after the database is back."""
+    database = _Outage()
+    interval = 0.2  # grace 0.6 s
+
+    def worker() -> optuna.Study:
+        storage = RetryingStorage(database, "postgresql://h/db", 60, interval)  # type: ignore[abstract]
+        return optuna.load_study(study_name="outage", storage=storage)
+
+    optuna.create_study(study_name="outage", storage=database, direction="maximize")
+    watcher, alive = worker(), worker()
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    beaten, abandoned = alive.ask(distributions), alive.ask(distributions)
+    database.set_trial_system_attr(abandoned._trial_id, BEAT_ATTR, 1)
+    with Liveness(alive, interval) as live, live.beating(beaten._trial_id):
+        watch = StaleWatch(watcher, interval)
+        database.start = time.monotonic() + 0.3
+        database.reads_back = database.start + 2.0
+        database.writes_back = database.reads_back + 0.2
+        while time.monotonic() < database.writes_back + 1.5:
+            watch.check()
+            time.sleep(interval / 2)
+    states = {t.number: t.state for t in watcher.get_trials(deepcopy=False)}
+    assert states[beaten.number] == TrialState.RUNNING, states
+    assert states[abandoned.number] == TrialState.FAIL, states
+
+
+def test_a_worker_taken_for_dead_moves_on(capsys: pytest.CaptureFixture[str]) -> None:
+    """A worker silent past the grace period (paused, say) finds its trial failed by another
+    worker when it writes again: it says so in one line and runs the next trial, the retry of
+    its own, instead of crashing on the finished trial."""
+    config = parse_study(deep_update(TINY_STUDY, {"search": {"n_trials": 2, "sampler": "random"}}))
+    storage = optuna.storages.InMemoryStorage()
+    study = open_study(config, "contrastive", storage, seed=0)
+    other = StaleWatch(study, 1.0)
+    ran: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        suggest(config.loss_space("contrastive"), trial)
+        ran.append(trial.number)
+        if trial.number == 0:  # another worker gives up on this one mid-trial
+            other._fail(study._storage.get_trial(trial._trial_id))
+        trial.set_user_attr("fold_scores", [0.5])
+        return 0.5
+
+    progress = Progress("", config.search.n_trials, enabled=False)
+    TrialLoop(config, "contrastive", None, [], study, progress, objective).run()
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert ran == [0, 1, 2]
+    retry = study.trials[1]
+    assert retry.params == study.trials[0].params
+    assert retry.system_attrs["retry_history"] == [0]
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: trial 0 was failed by another worker that took this one for dead "
+        "(no heartbeat); its retry is queued"
+    ]
+
+
+@pytest.mark.parametrize(("heartbeat", "gap"), [(0.1, (0.0, 0.3)), (30.0, (0.9, 1.3))])
+def test_retries_come_at_least_once_per_heartbeat(
+    heartbeat: float, gap: tuple[float, float]
+) -> None:
+    """During a 1.5 s outage a worker with 0.1 s beats retries every 0.1 s, so that it beats
+    again right after; with 30 s beats it backs off (0.5 s, then 1 s)."""
+    calls: list[float] = []
+
+    class Counting(_Down):
+        def get_all_studies(self) -> list[Any]:
+            calls.append(time.monotonic())
+            return super().get_all_studies()
+
+    interval = _workers(heartbeat_seconds=heartbeat).heartbeat_seconds
+    storage = RetryingStorage(  # type: ignore[abstract]
+        Counting(time.monotonic() + 1.5), "postgresql://h/db", 60, interval
+    )
+    assert storage.get_all_studies() == []
+    longest = max(b - a for a, b in itertools.pairwise(calls))
+    assert gap[0] < longest < gap[1], calls

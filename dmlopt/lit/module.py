@@ -28,8 +28,9 @@ class MetricLearningModule(pl.LightningModule):
     """Trunk -> linear embedder -> metric loss (optionally on mined tuples).
 
     The loss's own parameters (proxies, class weights, betas) train in their own optimizer
-    group with their own learning rate. Validation logs ``val/map_at_r``, ``val/r_precision`` and
-    ``val/precision_at_1`` over the val classes, on L2-normalised embeddings.
+    group with their own learning rate. Validation sets :attr:`val_map_at_r`, MAP@R over the
+    val classes on L2-normalised embeddings, which model selection and early stopping read
+    (:class:`~dmlopt.lit.callbacks.KeepBest`).
 
     A non-finite loss (or non-finite validation embeddings) means training diverged: the step is
     skipped, training stops, and :attr:`diverged` records where, so that no later checkpoint of
@@ -66,6 +67,8 @@ class MetricLearningModule(pl.LightningModule):
         #: ``{"epoch": e, "step": s}`` (1-based epoch, optimizer steps done) once training
         #: diverged, else ``None``.
         self.diverged: dict[str, int] | None = None
+        #: MAP@R of the last validation, ``None`` before the first.
+        self.val_map_at_r: float | None = None
         # Images in channels-last layout (dmlopt.models.layout says why).
         self.channels_last = channels_last
         if channels_last:
@@ -115,7 +118,9 @@ class MetricLearningModule(pl.LightningModule):
         optimizer = self.optimizers(use_pl_optimizer=False)
         assert isinstance(optimizer, torch.optim.Optimizer)
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        # Not manual_backward: its hooks are unused here, and neither precision a study may
+        # choose (32-true, bf16-mixed) scales the loss, which is what it would be for.
+        loss.backward()
         optimizer.step()
         self.steps_done += 1
         # No self.log of the loss here: nothing reads it (no logger, no progress bar), and
@@ -143,8 +148,7 @@ class MetricLearningModule(pl.LightningModule):
         self._val_outputs.clear()
         if not np.isfinite(embeddings).all():  # the last optimizer step made the weights blow up
             self._stop_diverged()
-        for name, value in retrieval_scores_or_zero(embeddings, labels).items():
-            self.log(f"val/{name}", value)
+        self.val_map_at_r = retrieval_scores_or_zero(embeddings, labels)["map_at_r"]
 
     def configure_optimizers(self) -> Any:
         c = self.optimizer_config

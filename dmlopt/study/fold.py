@@ -11,12 +11,11 @@ from typing import Any, cast
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
 
 from dmlopt.config import StudyConfig, TrainingConfig
 from dmlopt.data.base import MetricDataset, Samples
 from dmlopt.data.datamodule import FoldDataModule, eval_loader
-from dmlopt.lit.callbacks import MONITOR, EpochListener, KeepBest
+from dmlopt.lit.callbacks import EpochListener, KeepBest
 from dmlopt.lit.module import MetricLearningModule
 from dmlopt.models import build_model
 from dmlopt.search_space import Value
@@ -83,14 +82,9 @@ def train_fold(
         dataset.view(val_classes, train=False),
         config.training,
     )
-    keep_best = KeepBest()
     t = config.training
-    callbacks: list[pl.Callback] = [
-        keep_best,
-        EarlyStopping(
-            monitor=MONITOR, mode="max", patience=t.patience, check_on_train_epoch_end=False
-        ),
-    ]
+    keep_best = KeepBest(t.patience)
+    callbacks: list[pl.Callback] = [keep_best]
     if listener is not None:
         callbacks.append(EpochListener(listener))
     trainer = _trainer(

@@ -6,6 +6,13 @@ trial's system attributes every interval. Watchers judge liveness by whether tha
 *moves*, timed on their own clock, so clocks that disagree between machines cannot fail a
 live worker. A running trial whose beat has not moved for :data:`GRACE_BEATS` intervals is
 failed, and a copy of it (same parameters) is queued as WAITING for a surviving worker.
+
+A database outage stops every beat at once, and a watcher cannot see the database's silence
+from the workers' deaths. So a watcher that could not look for a while (its reads failed, or
+blocked while the storage retried, or its process was paused) starts watching afresh: a worker
+is failed only for a grace period of silence the watcher itself saw with the database up.
+Workers retry at least once per interval, so after an outage the live ones beat again well
+within that period.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dmlopt.study.storage import RETRIES
 BEAT_ATTR = "dmlopt_heartbeat"
 STALE_ATTR = "dmlopt_stale"  # set on a trial failed for a stopped heartbeat
 GRACE_BEATS = 3  # intervals without a beat before a running trial is presumed dead
+BLIND_BEATS = 2  # intervals between two looks past which a watcher starts afresh
 
 _log = logging.getLogger(__name__)
 
@@ -39,7 +47,9 @@ class StaleWatch:
     def __init__(self, study: optuna.Study, interval: float) -> None:
         self.study = study
         self.grace = GRACE_BEATS * interval
+        self.blind = BLIND_BEATS * interval
         self._seen: dict[int, tuple[object, float]] = {}  # trial id -> (beat, when it moved)
+        self._last_look = -float("inf")
         self._lock = threading.Lock()
 
     def check(self, *, own: int | None = None) -> list[int]:
@@ -53,6 +63,11 @@ class StaleWatch:
                 self._seen.clear()
                 raise
             now = time.monotonic()
+            if now - self._last_look > self.blind:
+                # Unable to look for a while (an outage the storage rode out, a paused
+                # process): beats may have stopped for reasons of the watcher's own.
+                self._seen.clear()
+            self._last_look = now
             seen: dict[int, tuple[object, float]] = {}
             stale = []
             for trial in running:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from dmlopt.config import FinalConfig, StudyConfig, WorkersConfig
@@ -23,7 +24,7 @@ from dmlopt.search_space import Range
 from dmlopt.seeding import derive_seed
 from dmlopt.study import signals
 from dmlopt.study.cross_validation import search_folds
-from dmlopt.study.liveness import Liveness, wait_until_idle
+from dmlopt.study.liveness import STALE_ATTR, Liveness, wait_until_idle
 from dmlopt.study.notes import name_objective
 from dmlopt.study.progress import Progress
 from dmlopt.study.pruning import FoldMedianPruner
@@ -280,21 +281,44 @@ class TrialLoop:
         return sum(t.number < trial.number for t in before) >= self.n_trials
 
     def _run_trial(self, trial: optuna.Trial, objective: Callable[[optuna.Trial], float]) -> None:
+        try:
+            frozen = self._attempt(trial, objective)
+        except UpdateFinishedTrialError:
+            frozen = self.study._storage.get_trial(trial._trial_id)
+        if frozen is None:
+            return
+        if frozen.system_attrs.get(STALE_ATTR):
+            # Alive but silent for a whole grace period (a paused process, say): another
+            # worker failed the trial and queued its retry, so this one moves on.
+            print(
+                f"warning: trial {trial.number} was failed by another worker that took this "
+                "one for dead (no heartbeat); its retry is queued",
+                file=sys.stderr,
+            )
+            return
+        self.progress(self.study, frozen)
+        for callback in self.callbacks:
+            callback(self.study, frozen)
+
+    def _attempt(
+        self, trial: optuna.Trial, objective: Callable[[optuna.Trial], float]
+    ) -> FrozenTrial | None:
+        """Run and tell ``trial``; ``None`` when it is not run (over budget)."""
         storage = self.study._storage
         try:
             storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, WORKER)
             if self._over_budget(trial):
                 storage.set_trial_system_attr(trial._trial_id, OVER_BUDGET_ATTR, True)
                 self.study.tell(trial, state=TrialState.FAIL)
-                return
+                return None
             value = objective(trial)
         except optuna.TrialPruned:
-            frozen = self.study.tell(trial, state=TrialState.PRUNED)
+            frozen = self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         except BadSample as e:
             # One unreadable file fails this trial, not the study: later trials may never
             # draw it, and `dmlopt check --verify-data` lists every such file.
             storage.set_trial_system_attr(trial._trial_id, BAD_DATA_ATTR, str(e))
-            frozen = self.study.tell(trial, state=TrialState.FAIL)
+            frozen = self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             print(f"warning: trial {trial.number} failed: {e}", file=sys.stderr)
             self.bad_data.append(str(e))
             # Counted per run, not per study: once the files are fixed, a rerun goes on.
@@ -303,6 +327,8 @@ class TrialLoop:
                     f"{len(self.bad_data)} trials of {self.study.study_name} failed on "
                     f"unreadable samples, the last: {e}"
                 ) from None
+        except UpdateFinishedTrialError:
+            raise  # a watcher failed it (see _run_trial)
         except BaseException:
             # Ctrl-C, SIGTERM, a lost database or a bug: never leave the trial RUNNING for
             # the heartbeat to find (best effort: the database may be what failed).
@@ -310,10 +336,8 @@ class TrialLoop:
                 self.study.tell(trial, state=TrialState.FAIL)
             raise
         else:
-            frozen = self.study.tell(trial, value)
-        self.progress(self.study, frozen)
-        for callback in self.callbacks:
-            callback(self.study, frozen)
+            frozen = self.study.tell(trial, value, skip_if_finished=True)
+        return frozen
 
 
 def wait_for_workers(study: optuna.Study) -> None:

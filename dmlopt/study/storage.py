@@ -32,6 +32,7 @@ T = TypeVar("T")
 CREATE_ATTEMPTS = 3  # see _opening
 RETRIES = 2  # a dead worker's trial is queued again this many times
 CONNECT_TIMEOUT = 10  # seconds; an unreachable host must not hang a worker for minutes
+MAX_RETRY_DELAY = 15.0  # seconds between retries of a call, at most
 _SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "secret", "token")
 #: The driver SQLAlchemy picks for a URL without one, and the driver the extras install.
 _DRIVERS = {"postgresql": ("psycopg", "psycopg2"), "mysql": ("MySQLdb", "pymysql")}
@@ -130,14 +131,22 @@ def _transient(error: BaseException) -> bool:
 class RetryingStorage(optuna.storages.BaseStorage):
     """Any Optuna storage whose calls survive a database outage.
 
-    A call that fails for a lost connection is retried with backoff (0.5 s doubling to 15 s)
-    for up to ``patience`` seconds; past that :class:`StorageLost` is raised, and every later
-    call raises it at once (a worker that gave up must not wait again while it exits)."""
+    A call that fails for a lost connection is retried with backoff (0.5 s doubling to
+    ``max_delay``, 15 s at most) for up to ``patience`` seconds; past that :class:`StorageLost`
+    is raised, and every later call raises it at once (a worker that gave up must not wait again
+    while it exits)."""
 
-    def __init__(self, inner: optuna.storages.BaseStorage, url: str, patience: float) -> None:
+    def __init__(
+        self,
+        inner: optuna.storages.BaseStorage,
+        url: str,
+        patience: float,
+        max_delay: float = MAX_RETRY_DELAY,
+    ) -> None:
         self.inner = inner
         self.url = url
         self.patience = patience
+        self.max_delay = min(max_delay, MAX_RETRY_DELAY)
         self.lost = False
 
     def remove_session(self) -> None:
@@ -145,7 +154,7 @@ class RetryingStorage(optuna.storages.BaseStorage):
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         deadline = time.monotonic() + self.patience
-        delay = 0.5
+        delay = min(0.5, self.max_delay)
         while True:
             if self.lost:
                 raise StorageLost(f"lost storage {redact(self.url)}")
@@ -161,7 +170,7 @@ class RetryingStorage(optuna.storages.BaseStorage):
                         f"{_scrub(_reason(e), self.url)}"
                     ) from None
                 time.sleep(delay)
-                delay = min(delay * 2, 15.0)
+                delay = min(delay * 2, self.max_delay)
 
 
 def _delegate(name: str) -> Callable[..., Any]:
@@ -185,16 +194,21 @@ def is_sqlite(url: str) -> bool:
 
 
 def open_storage(
-    url: str, *, create: bool = True, patience: float = 0.0
+    url: str,
+    *,
+    create: bool = True,
+    patience: float = 0.0,
+    max_delay: float = MAX_RETRY_DELAY,
 ) -> optuna.storages.BaseStorage:
     """The Optuna storage at ``url`` (a database URL, or ``grpc://HOST:PORT`` for a
     ``dmlopt storage-proxy``), tables created if needed; unreachable is a user error.
 
-    Calls that lose the connection are retried for ``patience`` seconds. With ``create=False``
-    a SQLite file must already exist (commands that only read a study must not leave an empty
-    database behind)."""
+    Calls that lose the connection are retried for ``patience`` seconds, at most ``max_delay``
+    apart. With ``create=False`` a SQLite file must already exist (commands that only read a
+    study must not leave an empty database behind)."""
     if url.startswith("grpc://"):
-        return RetryingStorage(_grpc_proxy(url), url, patience)  # type: ignore[abstract]
+        proxy = _grpc_proxy(url)
+        return RetryingStorage(proxy, url, patience, max_delay)  # type: ignore[abstract]
     url = normalize_url(url)
     _prepare(url, create=create)
     engine_kwargs: dict[str, Any] = {}
@@ -203,7 +217,7 @@ def open_storage(
         engine_kwargs = {"pool_pre_ping": True, "connect_args": _connect_args(url)}
     rdb = _opening(url, lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs))
     cached = optuna.storages._CachedStorage(rdb)  # as optuna.create_study would wrap it
-    return RetryingStorage(cached, url, patience)  # type: ignore[abstract]
+    return RetryingStorage(cached, url, patience, max_delay)  # type: ignore[abstract]
 
 
 def _connect_args(url: str) -> dict[str, Any]:
