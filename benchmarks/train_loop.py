@@ -1,7 +1,7 @@
 """Training-loop overhead: a fold training as dmlopt runs it against a plain PyTorch loop.
 
-dmlopt's side is :func:`dmlopt.study.fold.train_fold` itself: its Lightning Trainer, callbacks
-(best-weights copy, early stopping), logging and validation cadence. The baseline, measured in
+dmlopt's side is :func:`dmlopt.study.fold.train_fold` itself: its Lightning Trainer, its
+callback (best-weights copy and early stopping) and validation cadence. The baseline, measured in
 the same run, is a plain loop over the same model, loss, optimizer, m-per-class sampler and
 batches, validating at the same cadence with the same metric (embed the val classes, MAP@R) and
 keeping a copy of the best weights: the work a fold cannot do without. Early stopping is

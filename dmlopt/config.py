@@ -248,8 +248,8 @@ class WorkersConfig(Schema):
     A worker beats every ``heartbeat_seconds`` while it runs a trial; a running trial whose
     beat has not moved for three intervals is failed (and retried) by whichever worker or
     waiting command sees it first. A worker that loses its database retries for
-    ``storage_retry_seconds`` (at least once per heartbeat interval, so that after an outage
-    its beats resume within one) before it gives up with exit status 2."""
+    ``storage_retry_seconds`` (at least once per heartbeat interval, so that its beats resume
+    soon after an outage) before it gives up with exit status 2."""
 
     heartbeat_seconds: float = Field(30.0, gt=0, le=3600)
     storage_retry_seconds: float = Field(300.0, ge=0, le=86400)

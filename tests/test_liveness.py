@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy as sa
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from dmlopt.config import parse_study
@@ -40,10 +41,8 @@ def test_heartbeat_seconds_sets_when_a_silent_trial_is_failed(
     interval = _workers(heartbeat_seconds=heartbeat).heartbeat_seconds
     study, trial_id = _study_with_running_trial()
     watch = StaleWatch(study, interval)
-    deadline = time.monotonic() + 0.6
-    while time.monotonic() < deadline:  # looking every 0.05 s, as a worker's thread would
-        watch.check()
-        time.sleep(0.05)
+    watch.check()
+    time.sleep(0.6)
     watch.check()
     trial = study._storage.get_trial(trial_id)
     assert (trial.state == TrialState.FAIL) is failed
@@ -212,3 +211,57 @@ def test_retries_come_at_least_once_per_heartbeat(
     assert storage.get_all_studies() == []
     longest = max(b - a for a, b in itertools.pairwise(calls))
     assert gap[0] < longest < gap[1], calls
+
+
+def test_a_slow_database_does_not_hide_a_dead_worker() -> None:
+    """Every storage call takes 0.6 of an interval, so a worker's thread looks about every two
+    intervals (wait, beat, read): slow is not out, and the dead trial is still failed while
+    the worker's own is not."""
+    interval = 0.2
+
+    class Slow(optuna.storages.InMemoryStorage):
+        def get_all_trials(self, *args: Any, **kwargs: Any) -> list[optuna.trial.FrozenTrial]:
+            time.sleep(0.6 * interval)
+            return super().get_all_trials(*args, **kwargs)
+
+        def set_trial_system_attr(self, *args: Any, **kwargs: Any) -> None:
+            time.sleep(0.6 * interval)
+            super().set_trial_system_attr(*args, **kwargs)
+
+    storage = RetryingStorage(Slow(), "postgresql://h/db", 60, interval)  # type: ignore[abstract]
+    study = optuna.create_study(storage=storage, direction="maximize")
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    own, dead = study.ask(distributions), study.ask(distributions)
+    storage.set_trial_system_attr(dead._trial_id, BEAT_ATTR, 1)
+    with Liveness(study, interval) as live, live.beating(own._trial_id):
+        deadline = time.monotonic() + 4.0
+        while (
+            time.monotonic() < deadline
+            and not storage.get_trial(dead._trial_id).state.is_finished()
+        ):
+            time.sleep(interval)
+    assert storage.get_trial(dead._trial_id).state == TrialState.FAIL
+    assert storage.get_trial(own._trial_id).state == TrialState.RUNNING
+
+
+def test_a_late_beat_does_not_silence_the_next_trial() -> None:
+    """A beat for a trial that was failed meanwhile lands after the worker moved on to its
+    next trial: the worker keeps beating for the new one."""
+    study = optuna.create_study(direction="maximize")
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    first, second = study.ask(distributions), study.ask(distributions)
+    live = Liveness(study, 1.0)
+    write = study._storage.set_trial_system_attr
+
+    def late(trial_id: int, key: str, value: Any) -> None:
+        if trial_id == first._trial_id:
+            live.trial_id = second._trial_id  # the main thread moved on while this retried
+            raise UpdateFinishedTrialError("already finished")
+        write(trial_id, key, value)
+
+    study._storage.set_trial_system_attr = late  # type: ignore[method-assign]
+    live.trial_id = first._trial_id
+    live.beat()
+    assert live.trial_id == second._trial_id
+    live.beat()
+    assert study._storage.get_trial(second._trial_id).system_attrs[BEAT_ATTR] == 2

@@ -7,12 +7,13 @@ trial's system attributes every interval. Watchers judge liveness by whether tha
 live worker. A running trial whose beat has not moved for :data:`GRACE_BEATS` intervals is
 failed, and a copy of it (same parameters) is queued as WAITING for a surviving worker.
 
-A database outage stops every beat at once, and a watcher cannot see the database's silence
-from the workers' deaths. So a watcher that could not look for a while (its reads failed, or
-blocked while the storage retried, or its process was paused) starts watching afresh: a worker
-is failed only for a grace period of silence the watcher itself saw with the database up.
-Workers retry at least once per interval, so after an outage the live ones beat again well
-within that period.
+A database outage stops every beat at once, and a watcher cannot tell the database's silence
+from the workers' deaths. So a watcher starts watching afresh whenever its storage was out since
+its last look (its reads failed, or the storage retried or hung:
+:attr:`~dmlopt.study.storage.RetryingStorage.recovered_at`): a worker is failed only for a
+grace period of silence seen with the database up. Workers retry at least once per interval and
+beat again as soon as a slow call returns, so after an outage the live ones beat within about
+two intervals, inside the grace of three.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from dmlopt.study.storage import RETRIES
 BEAT_ATTR = "dmlopt_heartbeat"
 STALE_ATTR = "dmlopt_stale"  # set on a trial failed for a stopped heartbeat
 GRACE_BEATS = 3  # intervals without a beat before a running trial is presumed dead
-BLIND_BEATS = 2  # intervals between two looks past which a watcher starts afresh
 
 _log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ class StaleWatch:
     def __init__(self, study: optuna.Study, interval: float) -> None:
         self.study = study
         self.grace = GRACE_BEATS * interval
-        self.blind = BLIND_BEATS * interval
         self._seen: dict[int, tuple[object, float]] = {}  # trial id -> (beat, when it moved)
         self._last_look = -float("inf")
         self._lock = threading.Lock()
@@ -63,10 +62,9 @@ class StaleWatch:
                 self._seen.clear()
                 raise
             now = time.monotonic()
-            if now - self._last_look > self.blind:
-                # Unable to look for a while (an outage the storage rode out, a paused
-                # process): beats may have stopped for reasons of the watcher's own.
-                self._seen.clear()
+            outage_end = getattr(self.study._storage, "recovered_at", None)
+            if outage_end is not None and outage_end > self._last_look:
+                self._seen.clear()  # beats stopped by the outage prove nothing
             self._last_look = now
             seen: dict[int, tuple[object, float]] = {}
             stale = []
@@ -115,6 +113,7 @@ class Liveness:
         self.watch = StaleWatch(study, interval)
         self.trial_id: int | None = None
         self._beats = 0
+        self._switch = threading.Lock()  # guards trial_id between the two threads
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dmlopt-liveness", daemon=True)
 
@@ -129,12 +128,14 @@ class Liveness:
     @contextlib.contextmanager
     def beating(self, trial_id: int) -> Iterator[None]:
         """Beat for ``trial_id`` while the block runs (one beat at once)."""
-        self.trial_id = trial_id
+        with self._switch:
+            self.trial_id = trial_id
         self.beat()
         try:
             yield
         finally:
-            self.trial_id = None
+            with self._switch:
+                self.trial_id = None
 
     def beat(self) -> None:
         trial_id = self.trial_id
@@ -144,13 +145,20 @@ class Liveness:
         try:
             self.study._storage.set_trial_system_attr(trial_id, BEAT_ATTR, self._beats)
         except UpdateFinishedTrialError:
-            self.trial_id = None  # failed by a watcher that thought us dead: nothing to beat
+            # Failed by a watcher that thought us dead: nothing to beat for, unless the main
+            # thread has moved on to its next trial while this write was retrying.
+            with self._switch:
+                if self.trial_id == trial_id:
+                    self.trial_id = None
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 self.beat()
+                started = time.monotonic()
                 self.watch.check(own=self.trial_id)
+                if time.monotonic() - started > self.interval:
+                    self.beat()  # the check waited out an outage: beat now, not an interval on
             except DmloptError:
                 return  # the storage is lost: the main thread reports it
             except Exception as e:  # an outage: the main thread's calls retry and report it

@@ -134,7 +134,12 @@ class RetryingStorage(optuna.storages.BaseStorage):
     A call that fails for a lost connection is retried with backoff (0.5 s doubling to
     ``max_delay``, 15 s at most) for up to ``patience`` seconds; past that :class:`StorageLost`
     is raised, and every later call raises it at once (a worker that gave up must not wait again
-    while it exits)."""
+    while it exits).
+
+    :attr:`recovered_at` says when the storage was last back from being out: when a call
+    succeeded after failing, or returned after more than ``max_delay`` (a proxy in front of the
+    database retries on its own, so through it an outage is a call that hangs). Heartbeats
+    stopped meanwhile are the outage's, not dead workers' (:mod:`dmlopt.study.liveness`)."""
 
     def __init__(
         self,
@@ -148,21 +153,25 @@ class RetryingStorage(optuna.storages.BaseStorage):
         self.patience = patience
         self.max_delay = min(max_delay, MAX_RETRY_DELAY)
         self.lost = False
+        self.recovered_at: float | None = None  # time.monotonic(), see above
 
     def remove_session(self) -> None:
         self.inner.remove_session()
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + self.patience
+        start = time.monotonic()
+        deadline = start + self.patience
         delay = min(0.5, self.max_delay)
+        failed = False
         while True:
             if self.lost:
                 raise StorageLost(f"lost storage {redact(self.url)}")
             try:
-                return getattr(self.inner, name)(*args, **kwargs)
+                result = getattr(self.inner, name)(*args, **kwargs)
             except Exception as e:
                 if not _transient(e):
                     raise
+                failed = True
                 if time.monotonic() + delay > deadline:
                     self.lost = True
                     raise StorageLost(
@@ -171,6 +180,11 @@ class RetryingStorage(optuna.storages.BaseStorage):
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_delay)
+            else:
+                end = time.monotonic()
+                if failed or end - start > self.max_delay:
+                    self.recovered_at = end
+                return result
 
 
 def _delegate(name: str) -> Callable[..., Any]:
