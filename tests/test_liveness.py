@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from typing import Any
@@ -214,10 +215,10 @@ def test_retries_come_at_least_once_per_heartbeat(
 
 
 def test_a_slow_database_does_not_hide_a_dead_worker() -> None:
-    """Every storage call takes 0.6 of an interval, so a worker's thread looks about every two
-    intervals (wait, beat, read): slow is not out, and the dead trial is still failed while
-    the worker's own is not."""
-    interval = 0.2
+    """Every storage call takes 0.6 of an interval (slow, not out): a worker's thread beats and
+    looks about every 1.2 intervals, the dead trial is still failed, and another worker's
+    watch, looking every interval, never fails the live one."""
+    interval = 0.25
 
     class Slow(optuna.storages.InMemoryStorage):
         def get_all_trials(self, *args: Any, **kwargs: Any) -> list[optuna.trial.FrozenTrial]:
@@ -228,20 +229,59 @@ def test_a_slow_database_does_not_hide_a_dead_worker() -> None:
             time.sleep(0.6 * interval)
             super().set_trial_system_attr(*args, **kwargs)
 
-    storage = RetryingStorage(Slow(), "postgresql://h/db", 60, interval)  # type: ignore[abstract]
-    study = optuna.create_study(storage=storage, direction="maximize")
+    database = Slow()
+
+    def worker() -> optuna.Study:
+        storage = RetryingStorage(database, "postgresql://h/db", 60, interval)  # type: ignore[abstract]
+        return optuna.load_study(study_name="slow", storage=storage)
+
+    optuna.create_study(study_name="slow", storage=database, direction="maximize")
+    alive, other = worker(), worker()
     distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
-    own, dead = study.ask(distributions), study.ask(distributions)
-    storage.set_trial_system_attr(dead._trial_id, BEAT_ATTR, 1)
-    with Liveness(study, interval) as live, live.beating(own._trial_id):
-        deadline = time.monotonic() + 4.0
-        while (
-            time.monotonic() < deadline
-            and not storage.get_trial(dead._trial_id).state.is_finished()
-        ):
+    own, dead = alive.ask(distributions), alive.ask(distributions)
+    database.set_trial_system_attr(dead._trial_id, BEAT_ATTR, 1)
+    watch = StaleWatch(other, interval)
+    with Liveness(alive, interval) as live, live.beating(own._trial_id):
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            watch.check()
             time.sleep(interval)
-    assert storage.get_trial(dead._trial_id).state == TrialState.FAIL
-    assert storage.get_trial(own._trial_id).state == TrialState.RUNNING
+    assert database.get_trial(dead._trial_id).state == TrialState.FAIL
+    assert database.get_trial(own._trial_id).state == TrialState.RUNNING
+
+
+class _Flaky(optuna.storages.InMemoryStorage):
+    """``get_all_studies`` hangs for ``hang`` seconds, or fails ``fails`` times and then raises
+    ``then`` (or answers)."""
+
+    def __init__(self, hang: float = 0.0, fails: int = 0, then: Exception | None = None) -> None:
+        super().__init__()
+        self.hang, self.fails, self.then = hang, fails, then
+
+    def get_all_studies(self) -> list[Any]:
+        time.sleep(self.hang)
+        if self.fails:
+            self.fails -= 1
+            raise sa.exc.OperationalError("SELECT", {}, ConnectionError("server closed"))
+        if self.then is not None:
+            raise self.then
+        return super().get_all_studies()
+
+
+@pytest.mark.parametrize(
+    ("inner", "outage"),
+    [
+        (_Flaky(), False),
+        (_Flaky(hang=0.3), True),  # through a proxy, an outage is a call that hangs
+        (_Flaky(fails=1), True),
+        (_Flaky(fails=1, then=KeyError("gone")), True),  # met an outage, then another error
+    ],
+)
+def test_calls_that_meet_an_outage_are_counted(inner: _Flaky, outage: bool) -> None:
+    storage = RetryingStorage(inner, "postgresql://h/db", 60, 0.1)  # type: ignore[abstract]
+    with contextlib.suppress(KeyError):
+        storage.get_all_studies()
+    assert storage.recoveries == int(outage)
 
 
 def test_a_late_beat_does_not_silence_the_next_trial() -> None:

@@ -8,12 +8,12 @@ live worker. A running trial whose beat has not moved for :data:`GRACE_BEATS` in
 failed, and a copy of it (same parameters) is queued as WAITING for a surviving worker.
 
 A database outage stops every beat at once, and a watcher cannot tell the database's silence
-from the workers' deaths. So a watcher starts watching afresh whenever its storage was out since
-its last look (its reads failed, or the storage retried or hung:
-:attr:`~dmlopt.study.storage.RetryingStorage.recovered_at`): a worker is failed only for a
-grace period of silence seen with the database up. Workers retry at least once per interval and
-beat again as soon as a slow call returns, so after an outage the live ones beat within about
-two intervals, inside the grace of three.
+from the workers' deaths. So a watcher starts watching afresh whenever its storage met an
+outage since its last look (a call failed, or retried, or hung:
+:attr:`~dmlopt.study.storage.RetryingStorage.recoveries`): a worker is failed only for a grace
+period of silence seen with the database up. Workers retry at least once per interval and beat
+at a fixed rate (at once after a call that waited out an outage), so after an outage the live
+ones beat within about two intervals, inside the grace of three.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class StaleWatch:
         self.study = study
         self.grace = GRACE_BEATS * interval
         self._seen: dict[int, tuple[object, float]] = {}  # trial id -> (beat, when it moved)
-        self._last_look = -float("inf")
+        self._recoveries = getattr(study._storage, "recoveries", 0)
         self._lock = threading.Lock()
 
     def check(self, *, own: int | None = None) -> list[int]:
@@ -61,11 +61,11 @@ class StaleWatch:
                 # is failed for the database's silence.
                 self._seen.clear()
                 raise
+            recoveries = getattr(self.study._storage, "recoveries", 0)
+            if recoveries != self._recoveries:  # beats stopped by an outage prove nothing
+                self._recoveries = recoveries
+                self._seen.clear()
             now = time.monotonic()
-            outage_end = getattr(self.study._storage, "recovered_at", None)
-            if outage_end is not None and outage_end > self._last_look:
-                self._seen.clear()  # beats stopped by the outage prove nothing
-            self._last_look = now
             seen: dict[int, tuple[object, float]] = {}
             stale = []
             for trial in running:
@@ -152,13 +152,14 @@ class Liveness:
                     self.trial_id = None
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        # A fixed rate: slow storage calls shorten the wait rather than add to it, and after
+        # one that waited out an outage the next beat is at once.
+        due = time.monotonic() + self.interval
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            due = time.monotonic() + self.interval
             try:
                 self.beat()
-                started = time.monotonic()
                 self.watch.check(own=self.trial_id)
-                if time.monotonic() - started > self.interval:
-                    self.beat()  # the check waited out an outage: beat now, not an interval on
             except DmloptError:
                 return  # the storage is lost: the main thread reports it
             except Exception as e:  # an outage: the main thread's calls retry and report it

@@ -287,7 +287,7 @@ class TrialLoop:
             frozen = self.study._storage.get_trial(trial._trial_id)
         if frozen is None:
             return
-        if frozen.system_attrs.get(STALE_ATTR):
+        if frozen.state == TrialState.FAIL and frozen.system_attrs.get(STALE_ATTR):
             # Alive but silent for a whole grace period (a paused process, say): another
             # worker failed the trial and queued its retry, so this one moves on.
             print(

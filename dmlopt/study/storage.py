@@ -136,10 +136,10 @@ class RetryingStorage(optuna.storages.BaseStorage):
     is raised, and every later call raises it at once (a worker that gave up must not wait again
     while it exits).
 
-    :attr:`recovered_at` says when the storage was last back from being out: when a call
-    succeeded after failing, or returned after more than ``max_delay`` (a proxy in front of the
-    database retries on its own, so through it an outage is a call that hangs). Heartbeats
-    stopped meanwhile are the outage's, not dead workers' (:mod:`dmlopt.study.liveness`)."""
+    :attr:`recoveries` counts the calls that met an outage, however they ended: those that took
+    longer than ``max_delay``, which every retried call does (and, through a proxy that retries
+    on its own, an outage is a call that hangs). Heartbeats stopped meanwhile are the outage's,
+    not dead workers' (:mod:`dmlopt.study.liveness`)."""
 
     def __init__(
         self,
@@ -153,7 +153,7 @@ class RetryingStorage(optuna.storages.BaseStorage):
         self.patience = patience
         self.max_delay = min(max_delay, MAX_RETRY_DELAY)
         self.lost = False
-        self.recovered_at: float | None = None  # time.monotonic(), see above
+        self.recoveries = 0  # see above
 
     def remove_session(self) -> None:
         self.inner.remove_session()
@@ -162,29 +162,26 @@ class RetryingStorage(optuna.storages.BaseStorage):
         start = time.monotonic()
         deadline = start + self.patience
         delay = min(0.5, self.max_delay)
-        failed = False
-        while True:
-            if self.lost:
-                raise StorageLost(f"lost storage {redact(self.url)}")
-            try:
-                result = getattr(self.inner, name)(*args, **kwargs)
-            except Exception as e:
-                if not _transient(e):
-                    raise
-                failed = True
-                if time.monotonic() + delay > deadline:
-                    self.lost = True
-                    raise StorageLost(
-                        f"lost storage {redact(self.url)} for over {self.patience:g} s: "
-                        f"{_scrub(_reason(e), self.url)}"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, self.max_delay)
-            else:
-                end = time.monotonic()
-                if failed or end - start > self.max_delay:
-                    self.recovered_at = end
-                return result
+        try:
+            while True:
+                if self.lost:
+                    raise StorageLost(f"lost storage {redact(self.url)}")
+                try:
+                    return getattr(self.inner, name)(*args, **kwargs)
+                except Exception as e:
+                    if not _transient(e):
+                        raise
+                    if time.monotonic() + delay > deadline:
+                        self.lost = True
+                        raise StorageLost(
+                            f"lost storage {redact(self.url)} for over {self.patience:g} s: "
+                            f"{_scrub(_reason(e), self.url)}"
+                        ) from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, self.max_delay)
+        finally:
+            if time.monotonic() - start > self.max_delay:
+                self.recoveries += 1
 
 
 def _delegate(name: str) -> Callable[..., Any]:
