@@ -50,8 +50,8 @@ def _open(
 
     out = _out_dir(args, config.study)
     url = storage_url(args.storage, config.storage, out)
-    # Retries at least once per heartbeat: after an outage every live worker beats again
-    # within one interval, well inside the grace period its watchers give it.
+    # Retries at least once per heartbeat, so that after an outage live workers beat again
+    # well inside the grace period their watchers give them (dmlopt.study.liveness).
     w = config.workers
     storage = open_storage(
         url, create=create, patience=w.storage_retry_seconds, max_delay=w.heartbeat_seconds
