@@ -9,6 +9,7 @@ and start; they skip where neither exists.
 
 from __future__ import annotations
 
+import datetime
 import glob
 import os
 import shutil
@@ -91,11 +92,15 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def _running_in(url: str, name: str, pids: set[int]) -> optuna.trial.FrozenTrial | None:
-    """A trial running in one of ``pids`` that has trained for a moment (it has beaten)."""
+    """A trial running in one of ``pids`` for over a second: beating, its parameters all
+    suggested, training under way. (A worker beats before the objective suggests; a kill in
+    between leaves a trial with part of its parameters, whose retry rightly samples the rest.)"""
     for t in _trials(url, name):
         worker = t.system_attrs.get(WORKER_ATTR, {})
         beating = t.system_attrs.get("dmlopt_heartbeat")
-        if t.state == TrialState.RUNNING and worker.get("pid") in pids and beating:
+        started = t.datetime_start or datetime.datetime.now()
+        under_way = (datetime.datetime.now() - started).total_seconds() > 1.0
+        if t.state == TrialState.RUNNING and worker.get("pid") in pids and beating and under_way:
             return t
     return None
 
