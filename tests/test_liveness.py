@@ -26,11 +26,33 @@ def _workers(**settings: float) -> Any:
     return parse_study(deep_update(TINY_STUDY, {"workers": settings})).workers
 
 
+SPACE = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+
+def _two_workers(
+    database: optuna.storages.BaseStorage, interval: float
+) -> tuple[optuna.Study, optuna.Study]:
+    """Two workers' views of one study on ``database``, each through a retrying storage of its
+    own (retries at most ``interval`` apart, as a worker's)."""
+    optuna.create_study(study_name="shared", storage=database, direction="maximize")
+
+    def view() -> optuna.Study:
+        storage = RetryingStorage(database, "postgresql://h/db", 60, interval)  # type: ignore[abstract]
+        return optuna.load_study(study_name="shared", storage=storage)
+
+    return view(), view()
+
+
+def _silent_trial(study: optuna.Study) -> optuna.Trial:
+    """A running trial that beat once and never again: its worker is dead."""
+    trial = study.ask(SPACE)
+    study._storage.set_trial_system_attr(trial._trial_id, BEAT_ATTR, 1)
+    return trial
+
+
 def _study_with_running_trial() -> tuple[optuna.Study, int]:
     study = optuna.create_study(direction="maximize")
-    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    study._storage.set_trial_system_attr(trial._trial_id, BEAT_ATTR, 1)
-    return study, trial._trial_id
+    return study, _silent_trial(study)._trial_id
 
 
 @pytest.mark.parametrize(("heartbeat", "failed"), [(0.1, True), (5.0, False)])
@@ -137,16 +159,8 @@ def test_an_outage_is_nobodys_death() -> None:
     period after the database is back."""
     database = _Outage()
     interval = 0.2  # grace 0.6 s
-
-    def worker() -> optuna.Study:
-        storage = RetryingStorage(database, "postgresql://h/db", 60, interval)  # type: ignore[abstract]
-        return optuna.load_study(study_name="outage", storage=storage)
-
-    optuna.create_study(study_name="outage", storage=database, direction="maximize")
-    watcher, alive = worker(), worker()
-    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
-    beaten, abandoned = alive.ask(distributions), alive.ask(distributions)
-    database.set_trial_system_attr(abandoned._trial_id, BEAT_ATTR, 1)
+    watcher, alive = _two_workers(database, interval)
+    beaten, abandoned = alive.ask(SPACE), _silent_trial(alive)
     with Liveness(alive, interval) as live, live.beating(beaten._trial_id):
         watch = StaleWatch(watcher, interval)
         database.start = time.monotonic() + 0.3
@@ -230,16 +244,8 @@ def test_a_slow_database_does_not_hide_a_dead_worker() -> None:
             super().set_trial_system_attr(*args, **kwargs)
 
     database = Slow()
-
-    def worker() -> optuna.Study:
-        storage = RetryingStorage(database, "postgresql://h/db", 60, interval)  # type: ignore[abstract]
-        return optuna.load_study(study_name="slow", storage=storage)
-
-    optuna.create_study(study_name="slow", storage=database, direction="maximize")
-    alive, other = worker(), worker()
-    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
-    own, dead = alive.ask(distributions), alive.ask(distributions)
-    database.set_trial_system_attr(dead._trial_id, BEAT_ATTR, 1)
+    alive, other = _two_workers(database, interval)
+    own, dead = alive.ask(SPACE), _silent_trial(alive)
     watch = StaleWatch(other, interval)
     with Liveness(alive, interval) as live, live.beating(own._trial_id):
         deadline = time.monotonic() + 3.0
@@ -288,8 +294,7 @@ def test_a_late_beat_does_not_silence_the_next_trial() -> None:
     """A beat for a trial that was failed meanwhile lands after the worker moved on to its
     next trial: the worker keeps beating for the new one."""
     study = optuna.create_study(direction="maximize")
-    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
-    first, second = study.ask(distributions), study.ask(distributions)
+    first, second = study.ask(SPACE), study.ask(SPACE)
     live = Liveness(study, 1.0)
     write = study._storage.set_trial_system_attr
 
