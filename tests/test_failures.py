@@ -180,6 +180,41 @@ def test_killed_worker_is_retried_by_survivors_and_final_runs(
 
 @pytest.mark.services
 @pytest.mark.slow
+def test_a_paused_worker_taken_for_dead_moves_on(postgres: str, tmp_path: Path) -> None:
+    """A worker stopped (SIGSTOP) mid-trial past the grace period: the other fails its trial and
+    runs the retry; resumed (SIGCONT), the paused one says so in one line, goes on with the next
+    trial and exits 0, and the study holds exactly its budget."""
+    name = f"pause_{uuid.uuid4().hex[:8]}"
+    study = _write(tmp_path / "study.yaml", name, 4)
+    loss = f"{name}/contrastive"
+    try:
+        procs = [
+            _popen(tmp_path, "worker", study, "--storage", postgres, "--quiet") for _ in range(2)
+        ]
+        victim = _wait_for("a running trial", lambda: _running_in(postgres, loss, {procs[0].pid}))
+        os.kill(procs[0].pid, signal.SIGSTOP)
+        try:
+            _wait_for(
+                "the paused worker's trial failed",
+                lambda: _trials(postgres, loss)[victim.number].state == TrialState.FAIL,
+            )
+        finally:
+            os.kill(procs[0].pid, signal.SIGCONT)
+        outcomes = [_finish(proc) for proc in procs]
+        for status, _, err in outcomes:
+            assert status == 0 and "Traceback" not in err, err[-3000:]
+        assert (
+            f"warning: trial {victim.number} was failed by another worker that took this one "
+            "for dead (no heartbeat); its retry is queued"
+        ) in outcomes[0][2].splitlines()
+        states = _states(_trials(postgres, loss))
+        assert states.get("COMPLETE", 0) == 4 and states.get("RUNNING", 0) == 0, states
+    finally:
+        _forget(postgres, name)
+
+
+@pytest.mark.services
+@pytest.mark.slow
 def test_the_next_command_finishes_a_study_whose_only_worker_died(
     postgres: str, tmp_path: Path
 ) -> None:
