@@ -48,6 +48,7 @@ def _config(name: str, n_trials: int) -> Any:
 
 
 def _worker(url: str, name: str, n_trials: int, sleep: float, start: Any) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one "using an existing study" each
     config = _config(name, n_trials)
     storage = open_storage(url, patience=60)
     study = open_study(config, "contrastive", storage, seed=None)

@@ -69,9 +69,9 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[tuple[MetricLearningModule, d
 def in_training_step(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
     """What each training step saw: the trunk's BatchNorm modes and torch's determinism."""
     seen: list[dict[str, Any]] = []
-    real = MetricLearningModule.training_step
+    real = MetricLearningModule.train_batch
 
-    def step(self: MetricLearningModule, batch: Any, batch_idx: int) -> Any:
+    def step(self: MetricLearningModule, batch: Any, optimizer: Any) -> Any:
         seen.append(
             {
                 "bn_training": [m.training for m in batchnorms(self.trunk)],
@@ -80,9 +80,9 @@ def in_training_step(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str,
                 "epoch": self.current_epoch,
             }
         )
-        return real(self, batch, batch_idx)
+        return real(self, batch, optimizer)
 
-    monkeypatch.setattr(MetricLearningModule, "training_step", step)
+    monkeypatch.setattr(MetricLearningModule, "train_batch", step)
     yield seen
     torch.use_deterministic_algorithms(False)  # Lightning sets it process-wide
 
@@ -165,13 +165,13 @@ def test_divergence_after_a_validation_keeps_the_best_finite_checkpoint(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The loss turns non-finite in epoch 2: the fold keeps epoch 1's weights and score."""
-    real = MetricLearningModule.training_step
+    real = MetricLearningModule.train_batch
 
-    def step(self: MetricLearningModule, batch: Any, batch_idx: int) -> Any:
+    def step(self: MetricLearningModule, batch: Any, optimizer: Any) -> Any:
         x, y = batch
-        return real(self, (x * float("nan") if self.current_epoch == 1 else x, y), batch_idx)
+        return real(self, (x * float("nan") if self.current_epoch == 1 else x, y), optimizer)
 
-    monkeypatch.setattr(MetricLearningModule, "training_step", step)
+    monkeypatch.setattr(MetricLearningModule, "train_batch", step)
     result, _ = train_first_fold(study({"training": {"max_epochs": 3, "patience": 3}}))
     assert result.diverged is not None and result.diverged["epoch"] == 2
     assert result.best_epoch == 1 and result.best_map_at_r > 0

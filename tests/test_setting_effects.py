@@ -610,22 +610,22 @@ def train_once(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Ran]:
     from dmlopt.study.fold import train_fold
 
     ran = Ran()
-    training_step, validation_step = (
-        MetricLearningModule.training_step,
+    train_batch, validation_step = (
+        MetricLearningModule.train_batch,
         MetricLearningModule.validation_step,
     )
 
-    def recording_training_step(self: Any, batch: Any, batch_idx: int) -> Any:
+    def recording_train_batch(self: Any, batch: Any, optimizer: Any) -> Any:
         x, y = batch
         ran.batches.append((tuple(x.shape), y.tolist()))
         ran.devices.add(x.device.type)
-        return training_step(self, batch, batch_idx)
+        return train_batch(self, batch, optimizer)
 
     def recording_validation_step(self: Any, batch: Any, batch_idx: int) -> Any:
         ran.val_batch_sizes.append(len(batch[0]))
         return validation_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(MetricLearningModule, "training_step", recording_training_step)
+    monkeypatch.setattr(MetricLearningModule, "train_batch", recording_train_batch)
     monkeypatch.setattr(MetricLearningModule, "validation_step", recording_validation_step)
 
     def train(changes: dict[str, Any]) -> Ran:

@@ -54,8 +54,15 @@ class FoldDataModule(pl.LightningDataModule):
         """``(images, labels)`` straight to the device. Lightning's generic version walks the
         batch as a nested collection, a measurable cost per step for small models; from pinned
         memory the copy is asynchronous on a GPU."""
-        x, y = batch
-        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        return to_device(batch, device)
+
+
+def to_device(
+    batch: tuple[torch.Tensor, torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` on ``device``; from pinned memory the copy is asynchronous."""
+    x, y = batch
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def eval_loader(samples: Samples, config: TrainingConfig) -> DataLoader:

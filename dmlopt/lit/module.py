@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dmlopt.config import OptimizerConfig
+from dmlopt.data.datamodule import to_device
 from dmlopt.metrics import retrieval_scores_or_zero
 from dmlopt.models.layout import channels_last as channels_last_layout
 from dmlopt.models.layout import channels_last_input
@@ -90,14 +92,6 @@ class MetricLearningModule(pl.LightningModule):
         """L2-normalised embeddings for retrieval."""
         return F.normalize(self(x).float(), dim=1)
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # The paper keeps the trunk's BatchNorm statistics fixed. Lightning sets module modes
-        # itself (it never calls ``train()`` during fit, and restores modes after validation),
-        # so the layers are put back in eval mode before every training step.
-        if self.freeze_batchnorm:
-            for m in self._batchnorms:
-                m.eval()
-
     def compute_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The loss of one batch (mined tuples first, for losses with a miner)."""
         x, y = batch
@@ -108,15 +102,36 @@ class MetricLearningModule(pl.LightningModule):
             tuples = self.miner(embeddings, y) if self.miner is not None else None
             return self.loss_fn(embeddings, y, tuples)
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    def training_step(self, dataloader_iter: Iterator[Any]) -> None:
+        """One epoch: an optimizer step (:meth:`train_batch`) on each of its batches.
+
+        Lightning calls this once per epoch with its batch iterator rather than once per batch:
+        its per-batch hooks, progress counters and fetch bookkeeping cost a small model about
+        3% of its step (``benchmarks/train_loop.py``), and dmlopt uses none of them between
+        two validations. Validation cadence, callbacks, precision (autocast around the step)
+        and the model's device stay Lightning's.
+        """
+        # The paper keeps the trunk's BatchNorm statistics fixed. Lightning sets module modes
+        # itself (it never calls ``train()`` during fit, and restores modes after validation),
+        # so the layers are put back in eval mode at the start of every epoch.
+        if self.freeze_batchnorm:
+            for m in self._batchnorms:
+                m.eval()
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        assert isinstance(optimizer, torch.optim.Optimizer)
+        for batch, _, _ in dataloader_iter:
+            if self.train_batch(to_device(batch, self.device), optimizer) is None:
+                return  # diverged: training stops at once
+
+    def train_batch(
+        self, batch: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer
     ) -> torch.Tensor | None:
+        """One optimizer step on ``batch``; its loss, or ``None`` (and no step) when the loss
+        is not finite, which marks training diverged and stops it."""
         loss = self.compute_loss(batch)
         if not torch.isfinite(loss):
             self._stop_diverged()
-            return None  # no optimizer step on a non-finite loss
-        optimizer = self.optimizers(use_pl_optimizer=False)
-        assert isinstance(optimizer, torch.optim.Optimizer)
+            return None
         optimizer.zero_grad(set_to_none=True)
         # Not manual_backward: its hooks are unused here, and neither precision a study may
         # choose (32-true, bf16-mixed) scales the loss, which is what it would be for.
