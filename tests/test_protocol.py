@@ -16,6 +16,7 @@ from dmlopt import losses
 from dmlopt.config import StudyConfig, parse_study
 from dmlopt.data import open_dataset
 from dmlopt.data.base import MetricDataset
+from dmlopt.data.synthetic import SyntheticDataset
 from dmlopt.lit.module import MetricLearningModule
 from dmlopt.metrics import retrieval_scores
 from dmlopt.search_space import Range, Value
@@ -78,6 +79,7 @@ def in_training_step(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str,
                 "deterministic": torch.are_deterministic_algorithms_enabled(),
                 "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
                 "epoch": self.current_epoch,
+                "autocast": torch.is_autocast_enabled("cpu"),
             }
         )
         return real(self, batch, optimizer)
@@ -152,7 +154,8 @@ def test_divergence_stops_training_at_once_and_keeps_no_nonfinite_weights(
     assert result.diverged is not None
     # Stopped at the first non-finite loss: no further step, no further epoch.
     assert len(in_training_step) == result.diverged["step"] + 1 < 10
-    assert result.diverged["epoch"] == 1 and result.epochs < 3
+    assert result.module.steps_done == result.diverged["step"]  # the non-finite step not taken
+    assert result.diverged["epoch"] == 1 and result.epochs == 1
     # It diverged before any validation: the fold keeps its initial weights and scores 0.
     assert all_finite(result.module)
     assert result.best_map_at_r == 0.0 and result.best_epoch == 0
@@ -229,6 +232,27 @@ def test_diverged_reruns_are_recorded_in_final_json_and_the_table(tmp_path: Path
 
 
 # --------------------------------------------------------------------------- precision
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
+def test_training_steps_run_under_autocast_but_data_is_read_without(
+    precision: str, monkeypatch: pytest.MonkeyPatch, in_training_step: list[dict[str, Any]]
+) -> None:
+    """bf16 is for the model's step, not for the dataset: the built-in dataset generates its
+    samples with float32 ops, which autocast would run in bfloat16 (Lightning runs a whole
+    epoch's reads inside the training step here)."""
+    reads: list[bool] = []
+    read = SyntheticDataset.read
+
+    def recording_read(self: SyntheticDataset, index: int, *, train: bool) -> torch.Tensor:
+        reads.append(torch.is_autocast_enabled("cpu"))
+        return read(self, index, train=train)
+
+    monkeypatch.setattr(SyntheticDataset, "read", recording_read)
+    train_first_fold(study({"training": {"precision": precision, "accelerator": "cpu"}}))
+    assert reads and not any(reads)
+    assert in_training_step
+    assert {s["autocast"] for s in in_training_step} == {precision == "bf16-mixed"}
+
+
 def test_bf16_validation_and_test_embeddings_agree() -> None:
     """Under bf16-mixed the model is selected on bf16 validation embeddings; the final stage
     must embed the same way, so re-embedding the val classes reproduces the kept score."""

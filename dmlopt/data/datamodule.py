@@ -51,9 +51,10 @@ class FoldDataModule(pl.LightningDataModule):
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(images, labels)`` straight to the device. Lightning's generic version walks the
-        batch as a nested collection, a measurable cost per step for small models; from pinned
-        memory the copy is asynchronous on a GPU."""
+        """``(images, labels)`` straight to the device, for validation and prediction batches
+        (training moves its own: :meth:`MetricLearningModule.training_step
+        <dmlopt.lit.module.MetricLearningModule.training_step>`). Lightning's generic version
+        walks the batch as a nested collection, a measurable cost for small models."""
         return to_device(batch, device)
 
 

@@ -26,6 +26,25 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 _WITH_MOMENTUM = {"rmsprop", "sgd"}
 
 
+def _read_without_autocast(
+    dataloader_iter: Iterator[Any],
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of Lightning's iterator, each read with CPU autocast off.
+
+    Lightning reads a batch before entering a step's autocast; here the reads happen inside
+    the (epoch-long) step, and without loader workers a dataset's own tensor work (the built-in
+    dataset's sample generation, a user's transforms) would otherwise run in bfloat16 under
+    ``bf16-mixed``.
+    """
+    iterator = iter(dataloader_iter)
+    while True:
+        with torch.autocast("cpu", enabled=False):
+            item = next(iterator, None)
+        if item is None:
+            return
+        yield item[0]  # (batch, batch_idx, dataloader_idx)
+
+
 class MetricLearningModule(pl.LightningModule):
     """Trunk -> linear embedder -> metric loss (optionally on mined tuples).
 
@@ -108,8 +127,8 @@ class MetricLearningModule(pl.LightningModule):
         Lightning calls this once per epoch with its batch iterator rather than once per batch:
         its per-batch hooks, progress counters and fetch bookkeeping cost a small model about
         3% of its step (``benchmarks/train_loop.py``), and dmlopt uses none of them between
-        two validations. Validation cadence, callbacks, precision (autocast around the step)
-        and the model's device stay Lightning's.
+        two validations. Validation cadence, callbacks, precision (the autocast Lightning puts
+        around this step) and the model's placement stay Lightning's.
         """
         # The paper keeps the trunk's BatchNorm statistics fixed. Lightning sets module modes
         # itself (it never calls ``train()`` during fit, and restores modes after validation),
@@ -119,7 +138,7 @@ class MetricLearningModule(pl.LightningModule):
                 m.eval()
         optimizer = self.optimizers(use_pl_optimizer=False)
         assert isinstance(optimizer, torch.optim.Optimizer)
-        for batch, _, _ in dataloader_iter:
+        for batch in _read_without_autocast(dataloader_iter):
             if self.train_batch(to_device(batch, self.device), optimizer) is None:
                 return  # diverged: training stops at once
 
