@@ -90,6 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                       for train, val in folds],
             "losses": {loss: {k: str(v) for k, v in config.loss_space(loss).items()}
                        for loss in config.losses},
+            "search": {loss: _searched_by(config, loss) for loss in config.losses},
         }  # fmt: skip
         print(json.dumps(report, indent=2))
         return 0
@@ -111,13 +112,24 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"# fold {i}: train {len(train)} classes, val {len(val)} classes {_ranges(val)}")
     for loss in config.losses:
         space = config.loss_space(loss)
-        print(f"# {loss}: " + ", ".join(f"{k} {v}" for k, v in space.items()))
+        searched = _searched_by(config, loss)
+        print(f"# {loss}: " + ", ".join(f"{k} {v}" for k, v in space.items()) + f" ({searched})")
     if args.verify_data:
         classes = [*trainval, *test] if args.include_test else list(trainval)
         _verify_data(dataset, dataset.indices_of(classes))
     if args.estimate:
         _estimate(config, dataset, folds, args.workers)
     return 0
+
+
+def _searched_by(config: StudyConfig, loss: str) -> str:
+    """How a loss's space is searched: the study's sampler, or a grid (which it overrides)."""
+    from dmlopt.study.runner import search_grid, trial_budget
+
+    trials = trial_budget(config, loss)
+    if search_grid(config, loss) is None:
+        return f"{config.search.sampler} sampler, {trials} trials"
+    return f"grid: each of its {trials} values once; search.sampler does not apply"
 
 
 def _verify_data(dataset: MetricDataset, indices: np.ndarray) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import json
 import os
 import shutil
 import subprocess
@@ -453,6 +454,27 @@ def test_check_prints_config_and_folds_and_stores_nothing(
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "runs").exists()
     assert not list(tmp_path.rglob("*.db"))
+
+
+def test_check_says_how_each_loss_is_searched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A one-integer space within the budget is a grid, which overrides ``search.sampler``:
+    ``check`` says so rather than leaving the sampler setting to look as if it applied."""
+    fastap = {"fastap": {"loss": {"num_bins": {"low": 2, "high": 6}}}}
+    study = _study(tmp_path, {"search": {"n_trials": 8}}, losses={"contrastive": {}, **fastap})
+    rc, out, err = cli(capsys, "check", study)
+    assert rc == 0, err
+    lines = {line.split(":")[0]: line for line in out.splitlines() if line.startswith("# ")}
+    assert lines["# contrastive"].endswith("(tpe sampler, 8 trials)")
+    assert lines["# fastap"].endswith(
+        "(grid: each of its 5 values once; search.sampler does not apply)"
+    )
+    rc, out, err = cli(capsys, "check", study, "--format", "json")
+    assert json.loads(out)["search"] == {
+        "contrastive": "tpe sampler, 8 trials",
+        "fastap": "grid: each of its 5 values once; search.sampler does not apply",
+    }
 
 
 def test_check_redacts_a_storage_password(
