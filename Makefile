@@ -40,7 +40,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy dmlopt
 
-# Each benchmark prints one JSON line: its figure, a baseline measured in the same run, the
+# Each benchmark prints one JSON line (train_loop: one per device): its figure, a baseline measured in the same run, the
 # ratio. `make bench` takes a few minutes (--quick sizes); `make bench-full` the sizes the
 # README quotes (about half an hour on 2 cores).
 BENCHMARKS := retrieval_scores train_loop data_pipeline train_throughput search_efficiency \

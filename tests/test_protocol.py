@@ -145,16 +145,29 @@ def all_finite(module: nn.Module) -> bool:
 
 
 def test_divergence_stops_training_at_once_and_keeps_no_nonfinite_weights(
-    built: list[Any], in_training_step: list[dict[str, Any]]
+    built: list[Any], in_training_step: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    weights_kept: list[bool] = []  # by each step that saw a non-finite loss
+    recording_step = MetricLearningModule.train_batch
+
+    def step(self: MetricLearningModule, batch: Any, optimizer: Any) -> Any:
+        before = [p.detach().clone() for p in self.parameters()]
+        loss = recording_step(self, batch, optimizer)
+        if loss is None:  # bit for bit, NaNs included
+            same = [torch.equal(b.view(torch.int32), p.view(torch.int32))
+                    for b, p in zip(before, self.parameters(), strict=True)]  # fmt: skip
+            weights_kept.append(all(same))
+        return loss
+
+    monkeypatch.setattr(MetricLearningModule, "train_batch", step)
     config = study(
         deep_update(DIVERGING, {"training": {"iterations_per_epoch": 10, "max_epochs": 3}})
     )
     result, _ = train_first_fold(config)
     assert result.diverged is not None
-    # Stopped at the first non-finite loss: no further step, no further epoch.
+    # Stopped at the first non-finite loss without taking its step: no further step or epoch.
     assert len(in_training_step) == result.diverged["step"] + 1 < 10
-    assert result.module.steps_done == result.diverged["step"]  # the non-finite step not taken
+    assert weights_kept == [True]
     assert result.diverged["epoch"] == 1 and result.epochs == 1
     # It diverged before any validation: the fold keeps its initial weights and scores 0.
     assert all_finite(result.module)

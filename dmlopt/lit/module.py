@@ -126,7 +126,7 @@ class MetricLearningModule(pl.LightningModule):
 
         Lightning calls this once per epoch with its batch iterator rather than once per batch:
         its per-batch hooks, progress counters and fetch bookkeeping cost a small model about
-        3% of its step (``benchmarks/train_loop.py``), and dmlopt uses none of them between
+        4% of its step (``benchmarks/train_loop.py``), and dmlopt uses none of them between
         two validations. Validation cadence, callbacks, precision (the autocast Lightning puts
         around this step) and the model's placement stay Lightning's.
         """
