@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,6 @@ README_TABLE_MADE_WITH = {
 
 
 def _this_machine() -> dict[str, str]:
-    from importlib.metadata import version
-
     packages = {name: version(name) for name in README_TABLE_MADE_WITH if name != "cpu"}
     return {"cpu": torch.backends.cpu.get_cpu_capability(), **packages}
 
@@ -108,9 +107,11 @@ def test_quickstart_prints_the_table_the_readme_shows(tmp_path: Path) -> None:
     """The README's quickstart output is what ``make quickstart`` prints, digit for digit (the
     README cuts the widest columns, ``...``): a change to what trains shows up here rather
     than as a stale README."""
-    differs = {k: v for k, v in _this_machine().items() if README_TABLE_MADE_WITH[k] != v}
-    if differs:
-        pytest.skip(f"the README's quickstart table was made with other {differs}")
+    here = _this_machine()
+    made = {k: v for k, v in README_TABLE_MADE_WITH.items() if here[k] != v}
+    if made:
+        differs = {k: here[k] for k in made}
+        pytest.skip(f"the README's quickstart table was made with {made}, here: {differs}")
     root = Path(__file__).resolve().parents[1]
     block = (root / "README.md").read_text().split("```\nloss ", 1)[1].split("```", 1)[0]
     shown = [line.removesuffix("...").rstrip() for line in ("loss " + block).splitlines()]

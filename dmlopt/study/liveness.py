@@ -48,8 +48,12 @@ class StaleWatch:
         self.study = study
         self.grace = GRACE_BEATS * interval
         self._seen: dict[int, tuple[object, float]] = {}  # trial id -> (beat, when it moved)
-        self._recoveries = getattr(study._storage, "recoveries", 0)
+        self._recoveries = self._outages_met()
         self._lock = threading.Lock()
+
+    def _outages_met(self) -> int:
+        """Outages the study's storage has met so far (0 for one that does not retry)."""
+        return int(getattr(self.study._storage, "recoveries", 0))
 
     def check(self, *, own: int | None = None) -> list[int]:
         """Fail stale trials (never ``own``); returns the numbers of those it failed."""
@@ -61,7 +65,7 @@ class StaleWatch:
                 # is failed for the database's silence.
                 self._seen.clear()
                 raise
-            recoveries = getattr(self.study._storage, "recoveries", 0)
+            recoveries = self._outages_met()
             if recoveries != self._recoveries:  # beats stopped by an outage prove nothing
                 self._recoveries = recoveries
                 self._seen.clear()
